@@ -1,0 +1,43 @@
+"""hypernodes_daft: pipelines of plain Python functions, from one item to a Ray cluster.
+
+    from hypernodes_daft import Pipeline, node
+
+    @node(output_name="doubled")
+    def double(x: int) -> int:
+        return 2 * x
+
+    Pipeline(nodes=[double]).map(inputs={"x": [1, 2, 3]}, map_over="x")
+    # [{'doubled': 2}, {'doubled': 4}, {'doubled': 6}]
+"""
+
+from .engines import HypernodesEngine, SeqEngine
+from .exceptions import (
+    CycleError,
+    DependencyError,
+    ExecutionError,
+    HyperNodesError,
+    PlanningError,
+)
+from .node import HyperNode, Node, node
+from .pipeline import Pipeline
+from .pipeline_node import PipelineNode
+from .plan import MapPlan, RunPlan
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "node",
+    "HyperNode",
+    "Node",
+    "Pipeline",
+    "PipelineNode",
+    "HypernodesEngine",
+    "SeqEngine",
+    "RunPlan",
+    "MapPlan",
+    "HyperNodesError",
+    "PlanningError",
+    "CycleError",
+    "DependencyError",
+    "ExecutionError",
+]

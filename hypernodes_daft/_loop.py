@@ -1,0 +1,46 @@
+"""One long-lived event loop per process, in a daemon thread, for async nodes called from
+synchronous code. Never an event loop per item or per call (seed 000)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+_pid: int | None = None
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The process's background event loop, started on first use (again after a fork)."""
+    global _loop, _thread, _pid
+    with _lock:
+        if _loop is None or _pid != os.getpid() or not _thread or not _thread.is_alive():
+            _loop = asyncio.new_event_loop()
+            _thread = threading.Thread(
+                target=_loop.run_forever, name="hypernodes-event-loop", daemon=True
+            )
+            _thread.start()
+            _pid = os.getpid()
+        return _loop
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to completion on the background loop and return its result.
+
+    Works where an event loop is already running in this thread (a Jupyter cell). Called
+    from the background loop's own thread (an async node running a pipeline synchronously),
+    it runs `coro` on a fresh loop in a helper thread instead of deadlocking.
+    """
+    loop = background_loop()
+    if threading.current_thread() is _thread:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, coro).result()
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()

@@ -1,0 +1,50 @@
+"""The sequential executor: one node after another, one item after another."""
+
+from __future__ import annotations
+
+from ...exceptions import ExecutionError
+from ...plan import MapPlan, RunPlan, iter_items
+from ...runtime import RunItem, Values, node_call
+
+
+def compile_run(plan: RunPlan) -> RunItem:
+    """A function that runs `plan` on a dict of values (which it fills) and returns outputs.
+
+    Everything that does not depend on the values is done here, once per plan.
+    """
+    calls = [node_call(step, compile_run, map_items) for step in plan.steps]
+    outputs = plan.outputs
+
+    def run(values: Values) -> Values:
+        for call in calls:
+            call(values)
+        return {name: values[name] for name in outputs}
+
+    return run
+
+
+def map_items(
+    run_item: RunItem, inputs: Values, map_over: tuple[str, ...], map_mode: str
+) -> list[Values]:
+    """Run every item in order; an error names the item it happened on."""
+    results = []
+    for index, item in enumerate(iter_items(inputs, map_over, map_mode)):
+        try:
+            results.append(run_item(item))
+        except ExecutionError as error:
+            raise error.located(index) from error.original
+    return results
+
+
+class SequentialExecutor:
+    """Runs plans in the calling thread. Async nodes run on the process's one background
+    event loop, never on a new loop per call."""
+
+    def run(self, plan: RunPlan, inputs: Values) -> Values:
+        return compile_run(plan)(dict(inputs))
+
+    def map(self, plan: MapPlan, inputs: Values) -> list[Values]:
+        return map_items(compile_run(plan.item), inputs, plan.map_over, plan.map_mode)
+
+    def __repr__(self) -> str:
+        return "SequentialExecutor()"

@@ -1,0 +1,248 @@
+"""`Pipeline`: nodes wired by name, run once with `.run()` or over many items with `.map()`.
+
+    @node(output_name="doubled")
+    def double(x: int) -> int:
+        return 2 * x
+
+    @node(output_name="result")
+    def add(doubled: int, offset: int = 1) -> int:
+        return doubled + offset
+
+    pipeline = Pipeline(nodes=[double, add])
+    pipeline.run(inputs={"x": 5})                       # {'doubled': 10, 'result': 11}
+    pipeline.map(inputs={"x": [1, 2]}, map_over="x")    # [{'doubled': 2, 'result': 3}, ...]
+    pipeline.run(inputs={"x": 5}, output_name="doubled")  # only `double` runs
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .exceptions import PlanningError
+from .graph import build_graph
+from .node import Node
+from .pipeline_node import PipelineNode
+from .plan import (
+    MapPlan,
+    RunPlan,
+    check_map_inputs,
+    normalize_map_over,
+    plan_run,
+    requested_outputs,
+)
+
+_PLAN_CACHE_SIZE = 64
+
+
+class Pipeline:
+    """A DAG of nodes, wired by argument names.
+
+    `bind`, `unbind`, `with_engine` and `with_name` change the pipeline in place and return
+    it, as in HyperNodes 0.4. A `Pipeline` placed in another pipeline's `nodes` acts as one
+    node (like `as_node()` with no mapping).
+    """
+
+    def __init__(
+        self,
+        nodes: list[Any],
+        engine: Any = None,
+        name: str | None = None,
+        cache: Any = None,
+        callbacks: list[Any] | None = None,
+    ):
+        self.nodes = nodes
+        self.engine = engine if engine is not None else _default_engine()
+        self.name = name
+        self.cache = cache
+        self.callbacks = callbacks
+        self.id = f"pipeline_{id(self)}"
+        self._bound: dict[str, Any] = {}
+        self._version = 0
+        self._plans: dict[tuple[Any, ...], RunPlan] = {}
+        graph_nodes = [_as_graph_node(n, i) for i, n in enumerate(nodes)]
+        self._nested = [n.pipeline for n in graph_nodes if isinstance(n, PipelineNode)]
+        self.graph = build_graph(graph_nodes)
+
+    @property
+    def label(self) -> str:
+        """The name errors and plans use for this pipeline."""
+        return self.name or "pipeline"
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(
+        self,
+        inputs: dict[str, Any] | None = None,
+        output_name: str | list[str] | None = None,
+        engine: Any = None,
+    ) -> dict[str, Any]:
+        """Run the pipeline once; returns the outputs (all of them, or those asked for)."""
+        values = self._merged(inputs)
+        plan = self._plan(frozenset(values), output_name)
+        return (engine or self.engine).run(plan, values)
+
+    def map(
+        self,
+        inputs: dict[str, Any] | None = None,
+        map_over: str | list[str] | None = None,
+        map_mode: str = "zip",
+        output_name: str | list[str] | None = None,
+        engine: Any = None,
+    ) -> list[dict[str, Any]]:
+        """Run the pipeline once per item of the `map_over` lists; one dict per item, in order.
+
+        `map_mode="zip"` pairs the lists element by element; `"product"` runs every
+        combination (the last list varies fastest). Other inputs are shared by all items.
+        """
+        values = self._merged(inputs)
+        plan = self._map_plan(values, map_over, map_mode, output_name)
+        return (engine or self.engine).map(plan, values)
+
+    def plan(
+        self,
+        inputs: dict[str, Any] | None = None,
+        output_name: str | list[str] | None = None,
+        map_over: str | list[str] | None = None,
+        map_mode: str = "zip",
+    ) -> RunPlan | MapPlan:
+        """The plan a `run` (or, with `map_over`, a `map`) with these arguments would execute."""
+        values = self._merged(inputs)
+        if map_over is None:
+            return self._plan(frozenset(values), output_name)
+        return self._map_plan(values, map_over, map_mode, output_name)
+
+    # -- binding and settings --------------------------------------------------------------
+
+    def bind(self, **inputs: Any) -> Pipeline:
+        """Set default values for inputs; call-time inputs win over them."""
+        self._bound.update(inputs)
+        self._changed()
+        return self
+
+    def unbind(self, *names: str) -> Pipeline:
+        """Drop the named bindings (all of them when no name is given)."""
+        if not names:
+            self._bound.clear()
+        for name in names:
+            self._bound.pop(name, None)
+        self._changed()
+        return self
+
+    def with_engine(self, engine: Any) -> Pipeline:
+        self.engine = engine
+        return self
+
+    def with_name(self, name: str) -> Pipeline:
+        self.name = name
+        return self
+
+    @property
+    def bound_inputs(self) -> dict[str, Any]:
+        return dict(self._bound)
+
+    @property
+    def unfulfilled_args(self) -> tuple[str, ...]:
+        """Inputs still needed: not bound and without a default value."""
+        optional = self._optional_args()
+        return tuple(
+            a for a in self.graph.root_args if a not in self._bound and a not in optional
+        )
+
+    def as_node(
+        self,
+        input_mapping: dict[str, str] | None = None,
+        output_mapping: dict[str, str] | None = None,
+        map_over: str | list[str] | None = None,
+        map_mode: str = "zip",
+        name: str | None = None,
+        cache: bool = True,
+    ) -> PipelineNode:
+        """This pipeline as a node of another; see `PipelineNode`."""
+        return PipelineNode(self, input_mapping, output_mapping, map_over, map_mode, cache, name)
+
+    def __repr__(self) -> str:
+        parts = [f"name={self.name!r}"] if self.name else []
+        parts.append(f"nodes={len(self.nodes)}")
+        if self._bound:
+            parts.append(f"bound=[{', '.join(f'{k}={v!r}' for k, v in self._bound.items())}]")
+        if self.unfulfilled_args:
+            parts.append(f"needs=[{', '.join(self.unfulfilled_args)}]")
+        return f"Pipeline({', '.join(parts)})"
+
+    # -- planning (used by engines and by nested pipelines) ---------------------------------
+
+    def _merged(self, inputs: dict[str, Any] | None) -> dict[str, Any]:
+        if inputs is not None and not isinstance(inputs, dict):
+            raise TypeError(
+                f"pipeline '{self.label}': inputs must be a dict of name -> value, "
+                f"got {type(inputs).__name__}"
+            )
+        return {**self._bound, **inputs} if inputs else dict(self._bound)
+
+    def _plan(self, available: frozenset[str], output_name: Any) -> RunPlan:
+        outputs = output_name if output_name is None or isinstance(output_name, str) else tuple(
+            output_name
+        )
+        key = (available, outputs, self._state())
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= _PLAN_CACHE_SIZE:
+                self._plans.clear()
+            plan = self._plans[key] = plan_run(self.graph, self.label, available, output_name)
+        return plan
+
+    def _map_plan(
+        self, values: dict[str, Any], map_over: Any, map_mode: str, output_name: Any
+    ) -> MapPlan:
+        names = normalize_map_over(map_over, f"pipeline '{self.label}'")
+        requested_outputs(self.graph, output_name, self.label)
+        unknown = [n for n in names if n not in self.graph.root_args]
+        if unknown:
+            raise PlanningError(
+                f"pipeline '{self.label}': map_over names {unknown}, which no node takes as "
+                f"input. The pipeline's inputs: {self.graph.root_args}"
+            )
+        n_items = check_map_inputs(f"pipeline '{self.label}'", values, names, map_mode)
+        item = self._plan(frozenset(values), output_name)
+        return MapPlan(item, names, map_mode, n_items)
+
+    def _optional_args(self) -> frozenset[str]:
+        """Root inputs every consumer has a default for."""
+        consumers = self.graph.consumers
+        return frozenset(
+            a
+            for a in self.graph.root_args
+            if all(a in n.optional_args for n in consumers[a])
+        )
+
+    def _state(self) -> tuple[int, ...]:
+        """Changes whenever a binding of this pipeline or of a nested one changes."""
+        if not self._nested:
+            return (self._version,)
+        return (self._version, *(v for p in self._nested for v in p._state()))
+
+    def _changed(self) -> None:
+        self._version += 1
+
+
+def _as_graph_node(item: Any, position: int) -> Any:
+    if isinstance(item, Pipeline):
+        return PipelineNode(item)
+    if isinstance(item, (Node, PipelineNode)):
+        return item
+    if callable(item):
+        name = getattr(item, "__name__", repr(item))
+        raise TypeError(
+            f"Pipeline nodes[{position}] is the plain function '{name}'; "
+            "decorate it with @node (or @node(output_name=...)) first"
+        )
+    raise TypeError(
+        f"Pipeline nodes[{position}] is {item!r}; expected a node, a Pipeline or a PipelineNode"
+    )
+
+
+def _default_engine() -> Any:
+    from .engines.local import HypernodesEngine
+
+    return HypernodesEngine()
+

@@ -1,0 +1,129 @@
+"""The node runtime: calling one plan step once. Every engine and executor goes through it,
+so inputs, outputs and errors behave the same everywhere (design.md, layer 3).
+
+    call = node_call(step, compile_inner=..., map_inner=...)
+    call(values)          # reads step.args from `values`, writes step.outputs into it
+    await call.acall(values)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from ._loop import run_coroutine
+from .exceptions import ExecutionError, summarize_inputs, wrap_error
+from .plan import NestedPlan, RunPlan, Step, check_map_inputs
+
+Values = dict[str, Any]
+RunItem = Callable[[Values], Values]
+MapItems = Callable[[RunItem, Values, tuple[str, ...], str], list[Values]]
+
+
+class NodeCall:
+    """Calls a plain node: build its keyword arguments, call it, store its outputs."""
+
+    __slots__ = ("step", "label", "func", "args", "outputs", "is_async")
+
+    def __init__(self, step: Step):
+        self.step = step
+        self.label = step.label
+        self.func = step.node.func
+        self.args = step.args
+        self.outputs = step.outputs
+        self.is_async = step.is_async
+
+    def __call__(self, values: Values) -> None:
+        kwargs = {a: values[a] for a in self.args}
+        try:
+            result = self.func(**kwargs)
+            if self.is_async:
+                result = run_coroutine(result)
+            self._store(values, result)
+        except Exception as error:
+            raise self._failed(error, kwargs) from error
+
+    async def acall(self, values: Values, to_thread: bool = True) -> None:
+        """Call from a coroutine: async nodes are awaited, sync ones run in a worker thread."""
+        kwargs = {a: values[a] for a in self.args}
+        try:
+            if self.is_async:
+                result = await self.func(**kwargs)
+            elif to_thread:
+                result = await asyncio.to_thread(self.func, **kwargs)
+            else:
+                result = self.func(**kwargs)
+            self._store(values, result)
+        except Exception as error:
+            raise self._failed(error, kwargs) from error
+
+    def _store(self, values: Values, result: Any) -> None:
+        outputs = self.outputs
+        if len(outputs) == 1:
+            values[outputs[0]] = result
+            return
+        if not isinstance(result, (tuple, list)) or len(result) != len(outputs):
+            got = f"{len(result)} values" if isinstance(result, (tuple, list)) else repr(result)
+            raise ValueError(
+                f"node declares {len(outputs)} outputs {outputs} but returned {got}"
+            )
+        values.update(zip(outputs, result))
+
+    def _failed(self, error: Exception, kwargs: Values) -> ExecutionError:
+        return wrap_error(error, self.label, summarize_inputs(kwargs))
+
+
+class NestedCall:
+    """Calls a nested pipeline: rename inputs in, run (or map) the inner plan, rename out."""
+
+    __slots__ = ("step", "label", "nested", "run_inner", "map_inner")
+
+    def __init__(self, step: Step, run_inner: RunItem, map_inner: MapItems):
+        assert step.nested is not None
+        self.step = step
+        self.label = step.label
+        self.nested: NestedPlan = step.nested
+        self.run_inner = run_inner
+        self.map_inner = map_inner
+
+    def __call__(self, values: Values) -> None:
+        inner = self._inner_inputs(values)
+        try:
+            if self.nested.map_over:
+                self._store_mapped(values, self._map(inner))
+            else:
+                self._store(values, self.run_inner(inner))
+        except ExecutionError as error:
+            raise error.located(self.label) from error.original
+
+    def _map(self, inner: Values) -> list[Values]:
+        nested = self.nested
+        check_map_inputs(f"nested pipeline '{self.label}'", inner, nested.map_over,
+                         nested.map_mode)
+        return self.map_inner(self.run_inner, inner, nested.map_over, nested.map_mode)
+
+    def _inner_inputs(self, values: Values) -> Values:
+        inner = dict(self.nested.bound)
+        for outer, inner_name in self.nested.rename_in:
+            inner[inner_name] = values[outer]
+        return inner
+
+    def _store(self, values: Values, result: Values) -> None:
+        for inner_name, outer in self.nested.rename_out:
+            values[outer] = result[inner_name]
+
+    def _store_mapped(self, values: Values, results: list[Values]) -> None:
+        for inner_name, outer in self.nested.rename_out:
+            values[outer] = [r[inner_name] for r in results]
+
+
+def node_call(
+    step: Step,
+    compile_inner: Callable[[RunPlan], RunItem],
+    map_inner: MapItems,
+) -> NodeCall | NestedCall:
+    """The runtime call for one step; nested pipelines are compiled with `compile_inner`."""
+    if step.nested is None:
+        return NodeCall(step)
+    return NestedCall(step, compile_inner(step.nested.item), map_inner)
