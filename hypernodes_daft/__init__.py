@@ -1,13 +1,13 @@
 """hypernodes_daft: pipelines of plain Python functions, from one item to a Ray cluster.
 
-    from hypernodes_daft import Pipeline, node
+from hypernodes_daft import Pipeline, node
 
-    @node(output_name="doubled")
-    def double(x: int) -> int:
-        return 2 * x
+@node(output_name="doubled")
+def double(x: int) -> int:
+    return 2 * x
 
-    Pipeline(nodes=[double]).map(inputs={"x": [1, 2, 3]}, map_over="x")
-    # [{'doubled': 2}, {'doubled': 4}, {'doubled': 6}]
+Pipeline(nodes=[double]).map(inputs={"x": [1, 2, 3]}, map_over="x")
+# [{'doubled': 2}, {'doubled': 4}, {'doubled': 6}]
 """
 
 from .engines import HypernodesEngine, SeqEngine

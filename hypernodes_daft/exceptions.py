@@ -106,7 +106,7 @@ def _error_type_for(original_type: type[BaseException]) -> type[ExecutionError]:
 
 
 def wrap_error(
-        original: BaseException,
+    original: BaseException,
     node_name: str,
     inputs: str = "",
     path: list[str | int] | None = None,

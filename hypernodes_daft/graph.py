@@ -1,9 +1,9 @@
 """The dependency graph of a pipeline's nodes, wired by names. Pure: nothing runs here.
 
-    graph = build_graph([load, clean, score])
-    graph.root_args               # ['path']: inputs no node produces
-    graph.available_output_names  # ['cleaned', 'data', 'score']
-    graph.get_required_nodes(["cleaned"])   # [load, clean]: `score` is pruned
+graph = build_graph([load, clean, score])
+graph.root_args               # ['path']: inputs no node produces
+graph.available_output_names  # ['cleaned', 'data', 'score']
+graph.get_required_nodes(["cleaned"])   # [load, clean]: `score` is pruned
 """
 
 from __future__ import annotations
@@ -89,9 +89,7 @@ def build_graph(nodes: Sequence[Any]) -> Graph:
                 digraph.add_edge(index[id(producer)], i)
         dependencies[consumer] = deps
     _check_acyclic(digraph, nodes)
-    order = nx.lexicographical_topological_sort(
-        digraph, key=lambda i: (nodes[i].name or "", i)
-    )
+    order = nx.lexicographical_topological_sort(digraph, key=lambda i: (nodes[i].name or "", i))
     return Graph(
         nodes=tuple(nodes),
         execution_order=[nodes[i] for i in order],

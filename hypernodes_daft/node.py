@@ -1,12 +1,12 @@
 """`Node` and the `@node` decorator: a plain function with named outputs.
 
-    @node(output_name="total")
-    def add(x: int, y: int = 1) -> int:
-        return x + y
+@node(output_name="total")
+def add(x: int, y: int = 1) -> int:
+    return x + y
 
-    add(2, 3)            # still a plain function: 5
-    add.root_args        # ('x', 'y')
-    add.output_names     # ('total',)
+add(2, 3)            # still a plain function: 5
+add.root_args        # ('x', 'y')
+add.output_names     # ('total',)
 """
 
 from __future__ import annotations
@@ -108,9 +108,7 @@ class Node:
         return hash((self.name, self._output_name))
 
 
-def node(
-    output_name: OutputName | Callable[..., Any] | None = None, cache: bool = True
-) -> Any:
+def node(output_name: OutputName | Callable[..., Any] | None = None, cache: bool = True) -> Any:
     """Turn a function into a `Node`: `@node`, `@node()`, `@node(output_name="y")`.
 
     Without `output_name` the function's name is the output name.

@@ -1,17 +1,17 @@
 """`Pipeline`: nodes wired by name, run once with `.run()` or over many items with `.map()`.
 
-    @node(output_name="doubled")
-    def double(x: int) -> int:
-        return 2 * x
+@node(output_name="doubled")
+def double(x: int) -> int:
+    return 2 * x
 
-    @node(output_name="result")
-    def add(doubled: int, offset: int = 1) -> int:
-        return doubled + offset
+@node(output_name="result")
+def add(doubled: int, offset: int = 1) -> int:
+    return doubled + offset
 
-    pipeline = Pipeline(nodes=[double, add])
-    pipeline.run(inputs={"x": 5})                       # {'doubled': 10, 'result': 11}
-    pipeline.map(inputs={"x": [1, 2]}, map_over="x")    # [{'doubled': 2, 'result': 3}, ...]
-    pipeline.run(inputs={"x": 5}, output_name="doubled")  # only `double` runs
+pipeline = Pipeline(nodes=[double, add])
+pipeline.run(inputs={"x": 5})                       # {'doubled': 10, 'result': 11}
+pipeline.map(inputs={"x": [1, 2]}, map_over="x")    # [{'doubled': 2, 'result': 3}, ...]
+pipeline.run(inputs={"x": 5}, output_name="doubled")  # only `double` runs
 """
 
 from __future__ import annotations
@@ -98,6 +98,30 @@ class Pipeline:
         plan = self._map_plan(values, map_over, map_mode, output_name)
         return (engine or self.engine).map(plan, values)
 
+    async def arun(
+        self,
+        inputs: dict[str, Any] | None = None,
+        output_name: str | list[str] | None = None,
+        engine: Any = None,
+    ) -> dict[str, Any]:
+        """`run` for async code: `await pipeline.arun(inputs={...})`."""
+        values = self._merged(inputs)
+        plan = self._plan(frozenset(values), output_name)
+        return await (engine or self.engine).arun(plan, values)
+
+    async def amap(
+        self,
+        inputs: dict[str, Any] | None = None,
+        map_over: str | list[str] | None = None,
+        map_mode: str = "zip",
+        output_name: str | list[str] | None = None,
+        engine: Any = None,
+    ) -> list[dict[str, Any]]:
+        """`map` for async code: `await pipeline.amap(inputs={...}, map_over="x")`."""
+        values = self._merged(inputs)
+        plan = self._map_plan(values, map_over, map_mode, output_name)
+        return await (engine or self.engine).amap(plan, values)
+
     def plan(
         self,
         inputs: dict[str, Any] | None = None,
@@ -144,9 +168,7 @@ class Pipeline:
     def unfulfilled_args(self) -> tuple[str, ...]:
         """Inputs still needed: not bound and without a default value."""
         optional = self._optional_args()
-        return tuple(
-            a for a in self.graph.root_args if a not in self._bound and a not in optional
-        )
+        return tuple(a for a in self.graph.root_args if a not in self._bound and a not in optional)
 
     def as_node(
         self,
@@ -180,8 +202,10 @@ class Pipeline:
         return {**self._bound, **inputs} if inputs else dict(self._bound)
 
     def _plan(self, available: frozenset[str], output_name: Any) -> RunPlan:
-        outputs = output_name if output_name is None or isinstance(output_name, str) else tuple(
+        outputs = (
             output_name
+            if output_name is None or isinstance(output_name, str)
+            else tuple(output_name)
         )
         key = (available, outputs, self._state())
         plan = self._plans.get(key)
@@ -210,9 +234,7 @@ class Pipeline:
         """Root inputs every consumer has a default for."""
         consumers = self.graph.consumers
         return frozenset(
-            a
-            for a in self.graph.root_args
-            if all(a in n.optional_args for n in consumers[a])
+            a for a in self.graph.root_args if all(a in n.optional_args for n in consumers[a])
         )
 
     def _state(self) -> tuple[int, ...]:
@@ -245,4 +267,3 @@ def _default_engine() -> Any:
     from .engines.local import HypernodesEngine
 
     return HypernodesEngine()
-

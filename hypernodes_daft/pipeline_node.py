@@ -1,12 +1,12 @@
 """`PipelineNode`: a pipeline used as one node of another, with renamed inputs and outputs.
 
-    inner = Pipeline(nodes=[tokenize, embed])
-    step = inner.as_node(
-        input_mapping={"documents": "text"},     # outer name -> inner name
-        output_mapping={"embedding": "vectors"},  # inner name -> outer name
-        map_over="documents",                     # run the inner pipeline once per document
-    )
-    outer = Pipeline(nodes=[load, step, index])
+inner = Pipeline(nodes=[tokenize, embed])
+step = inner.as_node(
+    input_mapping={"documents": "text"},     # outer name -> inner name
+    output_mapping={"embedding": "vectors"},  # inner name -> outer name
+    map_over="documents",                     # run the inner pipeline once per document
+)
+outer = Pipeline(nodes=[load, step, index])
 """
 
 from __future__ import annotations
@@ -116,14 +116,16 @@ class PipelineNode:
         inner_outputs = [inner_of_output.get(o, o) for o in outputs]
         if not self.map_over:
             result = self._pipeline.run(inputs=inner_inputs, output_name=inner_outputs)
-            return {o: result[i] for o, i in zip(outputs, inner_outputs)}
+            return {o: result[i] for o, i in zip(outputs, inner_outputs, strict=False)}
         items = self._pipeline.map(
             inputs=inner_inputs,
             map_over=[self._inner_of.get(m, m) for m in self.map_over],
             map_mode=self.map_mode,
             output_name=inner_outputs,
         )
-        return {o: [item[i] for item in items] for o, i in zip(outputs, inner_outputs)}
+        return {
+            o: [item[i] for item in items] for o, i in zip(outputs, inner_outputs, strict=False)
+        }
 
     def __repr__(self) -> str:
         parts = []

@@ -63,7 +63,9 @@ class RunPlan:
 
     name: str
     steps: tuple[Step, ...]
-    generations: tuple[tuple[int, ...], ...]  # indices into `steps`; a level's steps are independent
+    generations: tuple[
+        tuple[int, ...], ...
+    ]  # indices into `steps`; a level's steps are independent
     inputs: tuple[str, ...]  # the input names the steps read
     outputs: tuple[str, ...]  # keys of the result dict, in execution order
     is_async: bool = field(init=False)
@@ -82,8 +84,9 @@ class RunPlan:
             if step.nested is not None:
                 mapped = step.nested.map_over
                 if mapped:
-                    lines.append(f"{indent}     map over [{', '.join(mapped)}] "
-                                 f"({step.nested.map_mode}):")
+                    lines.append(
+                        f"{indent}     map over [{', '.join(mapped)}] ({step.nested.map_mode}):"
+                    )
                 lines.extend(step.nested.item._lines(indent + "     "))
         return lines
 
@@ -125,9 +128,7 @@ def plan_run(graph: Graph, label: str, available: frozenset[str], output_name: A
     wanted = None if requested is None else consumed | set(requested)
     steps = tuple(_step(graph, n, available, wanted) for n in nodes)
     position = {id(n): i for i, n in enumerate(nodes)}
-    generations = tuple(
-        tuple(position[id(n)] for n in level) for level in graph.generations(nodes)
-    )
+    generations = tuple(tuple(position[id(n)] for n in level) for level in graph.generations(nodes))
     outputs = requested if requested is not None else [o for s in steps for o in s.outputs]
     reads = sorted({a for s in steps for a in s.args if a not in graph.output_to_node})
     return RunPlan(label, steps, generations, tuple(reads), tuple(outputs))
@@ -186,8 +187,7 @@ def check_map_inputs(
     if map_mode == "zip":
         if len(set(lengths.values())) > 1:
             raise PlanningError(
-                f"{label}: In zip mode, all lists must have the same length. "
-                f"Got lengths: {lengths}"
+                f"{label}: In zip mode, all lists must have the same length. Got lengths: {lengths}"
             )
         return next(iter(lengths.values()))
     count = 1
@@ -210,12 +210,23 @@ def iter_items(
 ) -> Iterator[dict[str, Any]]:
     """The input dict of each map item, in order; unmapped inputs are shared by all items."""
     shared = {k: v for k, v in inputs.items() if k not in map_over}
+    for row in iter_rows(inputs, map_over, map_mode):
+        yield make_item(shared, map_over, row)
+
+
+def iter_rows(
+    inputs: Mapping[str, Any], map_over: Sequence[str], map_mode: str
+) -> Iterator[tuple[Any, ...]]:
+    """The mapped values of each item, in order, as tuples aligned with `map_over`."""
     columns = [inputs[name] for name in map_over]
-    rows = zip(*columns) if map_mode == "zip" else itertools.product(*columns)
-    for row in rows:
-        item = shared.copy()
-        item.update(zip(map_over, row))
-        yield item
+    return zip(*columns, strict=False) if map_mode == "zip" else itertools.product(*columns)
+
+
+def make_item(shared: Mapping[str, Any], map_over: Sequence[str], row: tuple[Any, ...]) -> dict:
+    """One item's inputs: the shared inputs plus this row's mapped values."""
+    item = dict(shared)
+    item.update(zip(map_over, row, strict=False))
+    return item
 
 
 def frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:

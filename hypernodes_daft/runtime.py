@@ -18,7 +18,7 @@ from .plan import NestedPlan, RunPlan, Step, check_map_inputs
 
 Values = dict[str, Any]
 RunItem = Callable[[Values], Values]
-MapItems = Callable[[RunItem, Values, tuple[str, ...], str], list[Values]]
+MapItems = Callable[..., Any]  # (run_item, inputs, map_over, map_mode, n_items) -> results
 
 
 class NodeCall:
@@ -65,10 +65,8 @@ class NodeCall:
             return
         if not isinstance(result, (tuple, list)) or len(result) != len(outputs):
             got = f"{len(result)} values" if isinstance(result, (tuple, list)) else repr(result)
-            raise ValueError(
-                f"node declares {len(outputs)} outputs {outputs} but returned {got}"
-            )
-        values.update(zip(outputs, result))
+            raise ValueError(f"node declares {len(outputs)} outputs {outputs} but returned {got}")
+        values.update(zip(outputs, result, strict=False))
 
     def _failed(self, error: Exception, kwargs: Values) -> ExecutionError:
         return wrap_error(error, self.label, summarize_inputs(kwargs))
@@ -91,17 +89,30 @@ class NestedCall:
         inner = self._inner_inputs(values)
         try:
             if self.nested.map_over:
-                self._store_mapped(values, self._map(inner))
+                self._store_mapped(values, self.map_inner(self.run_inner, inner, *self._map(inner)))
             else:
                 self._store(values, self.run_inner(inner))
         except ExecutionError as error:
             raise error.located(self.label) from error.original
 
-    def _map(self, inner: Values) -> list[Values]:
+    async def acall(self, values: Values) -> None:
+        """As `__call__`, with `run_inner` and `map_inner` compiled as coroutine functions."""
+        inner = self._inner_inputs(values)
+        try:
+            if self.nested.map_over:
+                mapped = await self.map_inner(self.run_inner, inner, *self._map(inner))
+                self._store_mapped(values, mapped)
+            else:
+                self._store(values, await self.run_inner(inner))
+        except ExecutionError as error:
+            raise error.located(self.label) from error.original
+
+    def _map(self, inner: Values) -> tuple[tuple[str, ...], str, int]:
+        """Check the inner map's inputs; the map arguments after `run_inner` and `inputs`."""
         nested = self.nested
-        check_map_inputs(f"nested pipeline '{self.label}'", inner, nested.map_over,
-                         nested.map_mode)
-        return self.map_inner(self.run_inner, inner, nested.map_over, nested.map_mode)
+        label = f"nested pipeline '{self.label}'"
+        n_items = check_map_inputs(label, inner, nested.map_over, nested.map_mode)
+        return nested.map_over, nested.map_mode, n_items
 
     def _inner_inputs(self, values: Values) -> Values:
         inner = dict(self.nested.bound)

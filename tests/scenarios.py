@@ -191,11 +191,7 @@ SCENARIOS = [
         _tuple_outputs,
         "map",
         {"inputs": {"a": [7, 9], "b": [2, 4]}, "map_over": ["a", "b"], "map_mode": "product"},
-        [
-            {"quotient": a // b, "remainder": a % b, "check": a}
-            for a in (7, 9)
-            for b in (2, 4)
-        ],
+        [{"quotient": a // b, "remainder": a % b, "check": a} for a in (7, 9) for b in (2, 4)],
     ),
     Scenario(
         "async_mixed_map",

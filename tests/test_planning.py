@@ -175,6 +175,7 @@ def test_plan_is_printable_data(pipeline):
     assert plan.outputs == ("c",)
     text = str(plan)
     assert "first(x, y) -> [a]" in text and "third(a) -> [c]" in text
-    map_plan = pipeline.plan(inputs={"x": [1, 2], "y": [3, 4], "z": 1}, map_over=["x", "y"],
-                             map_mode="product")
+    map_plan = pipeline.plan(
+        inputs={"x": [1, 2], "y": [3, 4], "z": 1}, map_over=["x", "y"], map_mode="product"
+    )
     assert map_plan.n_items == 4 and "4 items, product over [x, y]" in str(map_plan)

@@ -7,16 +7,22 @@ from hypernodes_daft import HypernodesEngine
 
 ENGINES = {
     "sequential": lambda: HypernodesEngine(),
+    "threaded_nodes": lambda: HypernodesEngine(node_executor="threaded"),
+    "async_nodes": lambda: HypernodesEngine(node_executor="async"),
+    "threaded_map": lambda: HypernodesEngine(map_executor="threaded", max_workers=4),
+    "async_map": lambda: HypernodesEngine(map_executor="async", max_concurrency=3),
+    "async_all": lambda: HypernodesEngine(node_executor="async", map_executor="async"),
+    "parallel_map": lambda: HypernodesEngine(map_executor="parallel", max_workers=2),
+    "threaded_parallel": lambda: HypernodesEngine(
+        node_executor="threaded", map_executor="parallel", max_workers=2
+    ),
 }
 
 
-@pytest.fixture(params=sorted(ENGINES))
+@pytest.fixture(scope="module", params=sorted(ENGINES))
 def engine(request):
-    engine = ENGINES[request.param]()
-    yield engine
-    shutdown = getattr(engine, "shutdown", None)
-    if shutdown:
-        shutdown()
+    with ENGINES[request.param]() as engine:  # one pool per engine, reused by all scenarios
+        yield engine
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)

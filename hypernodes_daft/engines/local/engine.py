@@ -1,54 +1,191 @@
-"""`HypernodesEngine`: runs plans on this machine with the executors chosen for nodes and
-for map items.
+"""`HypernodesEngine`: runs plans on this machine, with one executor for the nodes of an item
+and one for the items of a map.
 
-    engine = HypernodesEngine()              # sequential: predictable, easy to debug
-    pipeline = Pipeline(nodes=[...], engine=engine)
+    engine = HypernodesEngine()                            # sequential: easy to debug
+    engine = HypernodesEngine(map_executor="async")        # I/O: 100 items in flight
+    with HypernodesEngine(map_executor="parallel") as engine:   # CPU: all cores
+        pipeline.map(inputs={"n": [30] * 8}, map_over="n", engine=engine)
 """
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import os
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
+from ..._loop import run_coroutine
 from ...plan import MapPlan, RunPlan
-from ...runtime import Values
-from .sequential import SequentialExecutor
+from ...runtime import RunItem, Values
+from .asynchronous import ARunItem, amap_items, compile_arun
+from .parallel import map_parallel
+from .sequential import compile_run, map_items
+from .threaded import compile_threaded, map_threaded
 
-_EXECUTORS = {"sequential": SequentialExecutor}
+NODE_EXECUTORS = ("sequential", "async", "threaded")
+MAP_EXECUTORS = ("sequential", "async", "threaded", "parallel")
+_MAX_IO_THREADS = 256
 
 
 class HypernodesEngine:
-    """Local execution. `cache` and `callbacks` are stored for the node runtime."""
+    """Local execution with a choice of executors.
+
+    - `node_executor`: how the nodes of one item run: "sequential"; "threaded" (the nodes of
+      one topological generation run together on a thread pool); "async" (the same, as
+      coroutines on one event loop; sync nodes run in worker threads).
+    - `map_executor`: how map items run: "sequential"; "threaded" (a thread pool of
+      `max_workers`, default CPU count); "async" (coroutines on one long-lived event loop, at
+      most `max_concurrency` items in flight); "parallel" (a process pool of `max_workers`
+      processes, started once per engine and reused; functions and data travel with
+      cloudpickle, nodes run sequentially inside each process).
+    - Either may be a `concurrent.futures.Executor` you own (a process pool only for maps);
+      the engine uses it and never shuts it down. `shutdown()`, or leaving a `with` block,
+      releases the pools the engine started itself.
+    - Sync nodes under an async executor run on a thread pool of `max_workers` threads
+      (default `max_concurrency`, at most 256), so blocking I/O still overlaps.
+    """
 
     def __init__(
         self,
-        node_executor: str = "sequential",
-        map_executor: str = "sequential",
+        node_executor: str | Executor = "sequential",
+        map_executor: str | Executor = "sequential",
+        max_workers: int | None = None,
+        max_concurrency: int = 100,
         cache: Any = None,
         callbacks: list[Any] | None = None,
     ):
-        for role, choice in (("node_executor", node_executor), ("map_executor", map_executor)):
-            if choice not in _EXECUTORS:
-                raise ValueError(
-                    f"HypernodesEngine: unknown {role} {choice!r}; "
-                    f"expected one of {sorted(_EXECUTORS)}"
-                )
-        self.node_executor = node_executor
-        self.map_executor = map_executor
+        self.node_executor = _kind("node_executor", node_executor, NODE_EXECUTORS)
+        self.map_executor = _kind("map_executor", map_executor, MAP_EXECUTORS)
+        if max_workers is not None and max_workers < 1:
+            raise ValueError(f"HypernodesEngine: max_workers must be >= 1, got {max_workers}")
+        if max_concurrency < 1:
+            raise ValueError(
+                f"HypernodesEngine: max_concurrency must be >= 1, got {max_concurrency}"
+            )
+        self.max_workers = max_workers
+        self.max_concurrency = max_concurrency
         self.cache = cache
         self.callbacks = list(callbacks or [])
-        self._executor = SequentialExecutor()
+        self._given = {
+            "node": node_executor if isinstance(node_executor, Executor) else None,
+            "map": map_executor if isinstance(map_executor, Executor) else None,
+        }
+        self._owned: dict[str, Executor] = {}
+
+    # -- the Engine protocol -----------------------------------------------------------------
 
     def run(self, plan: RunPlan, inputs: Values) -> Values:
-        return self._executor.run(plan, inputs)
+        return self._item_runner(plan)(dict(inputs))
 
     def map(self, plan: MapPlan, inputs: Values) -> list[Values]:
-        return self._executor.map(plan, inputs)
+        spec = (inputs, plan.map_over, plan.map_mode)
+        if self.map_executor == "async":
+            return run_coroutine(self._amap(plan, inputs))
+        if self.map_executor == "parallel":
+            return map_parallel(self._pool("map"), self._workers(), plan, inputs)
+        run_item = self._item_runner(plan.item)
+        if self.map_executor == "threaded":
+            return map_threaded(self._pool("map"), run_item, *spec)
+        return map_items(run_item, *spec)
+
+    async def arun(self, plan: RunPlan, inputs: Values) -> Values:
+        """`run` for async callers: async work runs on the caller's event loop."""
+        if self.node_executor == "async" or plan.is_async:
+            return await self._async_runner(plan)(dict(inputs))
+        return await asyncio.to_thread(self.run, plan, inputs)
+
+    async def amap(self, plan: MapPlan, inputs: Values) -> list[Values]:
+        """`map` for async callers: with the async executor, on the caller's event loop."""
+        if self.map_executor == "async":
+            return await self._amap(plan, inputs)
+        return await asyncio.to_thread(self.map, plan, inputs)
+
+    # -- resources -----------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop the thread and process pools this engine started (not ones it was given)."""
+        owned, self._owned = self._owned, {}
+        for pool in owned.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> HypernodesEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
 
     def __repr__(self) -> str:
         return (
             f"HypernodesEngine(node_executor={self.node_executor!r}, "
-            f"map_executor={self.map_executor!r})"
+            f"map_executor={self.map_executor!r}, max_workers={self.max_workers}, "
+            f"max_concurrency={self.max_concurrency})"
         )
+
+    # -- compiling plans into runners ------------------------------------------------------------
+
+    def _item_runner(self, plan: RunPlan) -> RunItem:
+        """A synchronous function running one item with the node executor."""
+        if self.node_executor == "threaded":
+            return compile_threaded(plan, self._pool("node"))
+        if self.node_executor == "async":
+            arun = self._async_runner(plan)
+            return lambda values: run_coroutine(arun(values))
+        return compile_run(plan)
+
+    def _async_runner(self, plan: RunPlan) -> ARunItem:
+        concurrent_nodes = self.node_executor != "sequential"
+        return compile_arun(plan, concurrent_nodes, self._pool("io"), self.max_concurrency)
+
+    async def _amap(self, plan: MapPlan, inputs: Values) -> list[Values]:
+        return await amap_items(
+            self._async_runner(plan.item),
+            inputs,
+            plan.map_over,
+            plan.map_mode,
+            plan.n_items,
+            max_concurrency=self.max_concurrency,
+        )
+
+    def _workers(self) -> int:
+        return self.max_workers or os.cpu_count() or 1
+
+    def _pool(self, role: str) -> Executor:
+        given = self._given.get(role)
+        if given is not None:
+            return given
+        if role not in self._owned:
+            self._owned[role] = self._new_pool(role)
+        return self._owned[role]
+
+    def _new_pool(self, role: str) -> Executor:
+        if role == "map" and self.map_executor == "parallel":
+            # spawn: forking a process that runs threads (our event loop) is unsafe
+            context = multiprocessing.get_context("spawn")
+            return ProcessPoolExecutor(self._workers(), mp_context=context)
+        if role == "io":
+            size = self.max_workers or min(self.max_concurrency, _MAX_IO_THREADS)
+            return ThreadPoolExecutor(size, thread_name_prefix="hypernodes-io")
+        return ThreadPoolExecutor(self._workers(), thread_name_prefix=f"hypernodes-{role}")
+
+
+def _kind(role: str, choice: str | Executor, allowed: tuple[str, ...]) -> str:
+    """The executor kind a string or an Executor instance stands for."""
+    if isinstance(choice, ProcessPoolExecutor):
+        if "parallel" not in allowed:
+            raise ValueError(
+                f"HypernodesEngine: {role} cannot be a process pool; nodes of one item share "
+                "values in memory. Use a ThreadPoolExecutor, or pass it as map_executor"
+            )
+        return "parallel"
+    if isinstance(choice, Executor):
+        return "threaded"
+    if choice not in allowed:
+        raise ValueError(
+            f"HypernodesEngine: unknown {role} {choice!r}; expected one of {list(allowed)} "
+            "or a concurrent.futures.Executor"
+        )
+    return choice
 
 
 SeqEngine = HypernodesEngine

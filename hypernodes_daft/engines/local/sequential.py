@@ -24,7 +24,7 @@ def compile_run(plan: RunPlan) -> RunItem:
 
 
 def map_items(
-    run_item: RunItem, inputs: Values, map_over: tuple[str, ...], map_mode: str
+    run_item: RunItem, inputs: Values, map_over: tuple[str, ...], map_mode: str, n_items: int = 0
 ) -> list[Values]:
     """Run every item in order; an error names the item it happened on."""
     results = []

@@ -1,0 +1,157 @@
+"""The parallel map executor: items run in worker processes.
+
+Functions and data travel with cloudpickle, so lambdas, closures and functions defined in a
+notebook, a test or `__main__` work. Everything is pickled in the parent before any work is
+sent, so an object that cannot travel gets an error naming the node or the input at once.
+Each task carries a chunk of items; the plan and the broadcast inputs are unpickled once per
+worker process and kept while the same map runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from typing import Any
+
+import cloudpickle
+
+from ...exceptions import ExecutionError, PlanningError, wrap_error
+from ...plan import MapPlan, RunPlan, iter_rows, make_item
+from ...runtime import RunItem, Values
+from .sequential import compile_run
+
+_CHUNKS_PER_WORKER = 4
+_worker_cache: dict[str, Any] = {}  # in a worker process: key -> plan runner / shared inputs
+
+
+def map_parallel(pool: Executor, workers: int, plan: MapPlan, inputs: Values) -> list[Values]:
+    """Run the items of `plan` on the process pool; results in input order."""
+    if plan.n_items == 0:
+        return []
+    plan_blob = _dumps_plan(plan.item)
+    shared = {k: v for k, v in inputs.items() if k not in plan.map_over}
+    shared_blob = _dumps_inputs(plan.item, shared)
+    key = hashlib.sha256(plan_blob + shared_blob).hexdigest()
+    chunk_size = max(1, math.ceil(plan.n_items / (workers * _CHUNKS_PER_WORKER)))
+    futures = [
+        pool.submit(_run_chunk, key, plan_blob, shared_blob, plan.map_over, start, blob)
+        for start, blob in _row_chunks(plan, inputs, chunk_size)
+    ]
+    results: list[Values] = []
+    try:
+        for future in futures:
+            status, payload = cloudpickle.loads(future.result())
+            if status == "error":
+                raise payload
+            results.extend(payload)
+    finally:
+        for future in futures:
+            future.cancel()
+    return results
+
+
+def _run_chunk(
+    key: str,
+    plan_blob: bytes,
+    shared_blob: bytes,
+    map_over: tuple[str, ...],
+    start: int,
+    rows_blob: bytes,
+) -> bytes:
+    """In a worker process: run a chunk of items, return pickled results or the error."""
+    if _worker_cache.get("key") != key:
+        _worker_cache.clear()
+        _worker_cache.update(
+            key=key,
+            run=compile_run(cloudpickle.loads(plan_blob)),
+            shared=cloudpickle.loads(shared_blob),
+        )
+    run: RunItem = _worker_cache["run"]
+    shared: Values = _worker_cache["shared"]
+    results = []
+    for offset, row in enumerate(cloudpickle.loads(rows_blob)):
+        try:
+            results.append(run(make_item(shared, map_over, row)))
+        except ExecutionError as error:
+            return _dumps_error(error.located(start + offset))
+    return cloudpickle.dumps(("ok", results))
+
+
+def _dumps_error(error: ExecutionError) -> bytes:
+    try:
+        return cloudpickle.dumps(("error", error))
+    except Exception:  # the original exception does not pickle: keep its text
+        original = RuntimeError(f"{type(error.original).__name__}: {error.original}")
+        stand_in = wrap_error(original, error.node_name, error.inputs, error.path)
+        return cloudpickle.dumps(("error", stand_in))
+
+
+def _row_chunks(plan: MapPlan, inputs: Values, size: int) -> Iterator[tuple[int, bytes]]:
+    rows = list(iter_rows(inputs, plan.map_over, plan.map_mode))
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        try:
+            yield start, cloudpickle.dumps(chunk)
+        except Exception as err:
+            raise _unpicklable_row(plan, chunk, start, err) from err
+
+
+def _dumps_plan(plan: RunPlan) -> bytes:
+    try:
+        return cloudpickle.dumps(plan)
+    except Exception as err:
+        for step in _all_steps(plan):
+            func = getattr(step.node, "func", None)
+            if func is None:
+                continue
+            try:
+                cloudpickle.dumps(func)
+            except Exception as node_err:
+                raise PlanningError(
+                    f"map_executor='parallel': node '{step.label}' cannot be sent to worker "
+                    f"processes: {type(node_err).__name__}: {node_err}. It probably captures "
+                    "a lock, an open client or a socket; create such objects inside the node "
+                    "or use map_executor='threaded'"
+                ) from node_err
+        raise PlanningError(f"map_executor='parallel': the plan cannot be pickled: {err}") from err
+
+
+def _dumps_inputs(plan: RunPlan, shared: Values) -> bytes:
+    for name, value in shared.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception as err:
+            raise _unpicklable_input(plan, name, err) from err
+    return cloudpickle.dumps(shared)
+
+
+def _unpicklable_row(
+    plan: MapPlan, chunk: list[tuple[Any, ...]], start: int, err: Exception
+) -> PlanningError:
+    for offset, row in enumerate(chunk):
+        for name, value in zip(plan.map_over, row, strict=False):
+            try:
+                cloudpickle.dumps(value)
+            except Exception as value_err:
+                return _unpicklable_input(plan.item, name, value_err, start + offset)
+    return PlanningError(f"map_executor='parallel': items cannot be pickled: {err}")
+
+
+def _unpicklable_input(
+    plan: RunPlan, name: str, err: Exception, item: int | None = None
+) -> PlanningError:
+    users = [s.label for s in _all_steps(plan) if name in s.args] or ["no node"]
+    where = f"input '{name}'" + (f" (item {item})" if item is not None else "")
+    return PlanningError(
+        f"map_executor='parallel': {where}, used by node(s) {', '.join(users)}, cannot be "
+        f"sent to worker processes: {type(err).__name__}: {err}"
+    )
+
+
+def _all_steps(plan: RunPlan) -> Iterator[Any]:
+    for step in plan.steps:
+        yield step
+        if step.nested is not None:
+            yield from _all_steps(step.nested.item)

@@ -1,0 +1,51 @@
+"""The threaded executors: independent nodes of one item run together (by topological
+generations), and map items run on a thread pool."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor, Future, wait
+
+from ...exceptions import ExecutionError
+from ...plan import RunPlan, iter_items
+from ...runtime import RunItem, Values, node_call
+from .sequential import map_items
+
+
+def compile_threaded(plan: RunPlan, pool: Executor) -> RunItem:
+    """Like `compile_run`, but the nodes of one generation run concurrently on `pool`."""
+    calls = [node_call(s, lambda p: compile_threaded(p, pool), map_items) for s in plan.steps]
+    levels = [[calls[i] for i in level] for level in plan.generations]
+    outputs = plan.outputs
+
+    def run(values: Values) -> Values:
+        for level in levels:
+            if len(level) == 1:
+                level[0](values)
+                continue
+            futures = [pool.submit(call, values) for call in level]
+            wait(futures)
+            for future in futures:  # in plan order, so the reported error is deterministic
+                future.result()
+        return {name: values[name] for name in outputs}
+
+    return run
+
+
+def map_threaded(
+    pool: Executor, run_item: RunItem, inputs: Values, map_over: tuple[str, ...], map_mode: str
+) -> list[Values]:
+    """Run the items on `pool`; results in input order, an error names its item."""
+    futures: list[Future[Values]] = [
+        pool.submit(run_item, item) for item in iter_items(inputs, map_over, map_mode)
+    ]
+    results = []
+    try:
+        for index, future in enumerate(futures):
+            try:
+                results.append(future.result())
+            except ExecutionError as error:
+                raise error.located(index) from error.original
+    finally:
+        for future in futures:
+            future.cancel()  # items not started yet are dropped once one has failed
+    return results
