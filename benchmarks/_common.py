@@ -208,7 +208,7 @@ class Report:
 
     def table(self) -> str:
         lines = [
-            "| workload | variant | time | per item | vs baseline | budget | verdict |",
+            "| workload | variant | time | per item | time vs baseline | budget | verdict |",
             "|---|---|---:|---:|---:|---|---|",
         ]
         for row in self.rows:
@@ -217,6 +217,8 @@ class Report:
                 ratio = "baseline"
             else:
                 ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
+                if row.ratio and row.budget and row.budget.kind == "speedup_min":
+                    ratio += f" ({1 / row.ratio:.2f}x faster)"
             lines.append(
                 f"| {row.workload} | {row.variant} "
                 f"| {_seconds(row.seconds) if measured else '-'} "
@@ -231,7 +233,11 @@ class Report:
         mode = (
             "smoke run, budgets not judged" if self.args.smoke else (f"best of {self.args.repeat}")
         )
-        print(f"## {self.name} ({mode}; {os.cpu_count()} CPUs, Python {platform.python_version()})")
+        load = ", ".join(f"{x:.2f}" for x in _load())
+        print(
+            f"## {self.name} ({mode}; {os.cpu_count()} CPUs, load average {load}; "
+            f"Python {platform.python_version()})"
+        )
         print()
         print(self.table())
         if self.args.json:
@@ -247,6 +253,7 @@ class Report:
             "smoke": self.args.smoke,
             "repeat": self.args.repeat,
             "cpu_count": os.cpu_count(),
+            "load_average": _load(),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -255,6 +262,11 @@ class Report:
         with open(path, "w") as f:
             json.dump(document, f, indent=2)
             f.write("\n")
+
+
+def _load() -> list[float]:
+    """The 1, 5 and 15 minute load averages: other busy processes make timings noisy."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else []
 
 
 def _seconds(seconds: float) -> str:

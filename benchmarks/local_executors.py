@@ -20,6 +20,7 @@ keep_local()  # before anything imports daft or ray: only 127.0.0.1 may be conta
 
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
+import multiprocessing  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -188,8 +189,11 @@ def cpu_bound(report, smoke, repeats):
         return timing
 
     cold = best_of(cold_pool, min(repeats, 3), warmup=0, self_timed=True)
-    cold_row = report.add(workload, f"ProcessPoolExecutor({workers}), cold incl. start", cold, count)
-    engine_rows(report, workload, parallel, cold_engine, count, ((cold_row, None),), ", cold")
+    start_method = multiprocessing.get_start_method()
+    variant = f"ProcessPoolExecutor({workers}), cold incl. start ({start_method})"
+    cold_row = report.add(workload, variant, cold, count)
+    judged = ((cold_row, None),)
+    engine_rows(report, workload, parallel, cold_engine, count, judged, ", cold incl. start")
 
 
 def threaded_io(report, smoke, repeats):
@@ -197,13 +201,10 @@ def threaded_io(report, smoke, repeats):
     workload = f"time.sleep({delay}) x {count}, sync I/O"
     xs = list(range(count))
 
-    def plain():
-        with ThreadPoolExecutor(count) as pool:
-            return list(pool.map(sleep_sync, xs, repeat(delay)))
-
-    timing = best_of(plain, repeats)
+    with ThreadPoolExecutor(count) as pool:  # reused, like the engine's pool
+        timing = best_of(lambda: list(pool.map(sleep_sync, xs, repeat(delay))), repeats)
     assert timing.result == xs
-    base = report.add(workload, f"ThreadPoolExecutor({count})", timing, count)
+    base = report.add(workload, f"ThreadPoolExecutor({count}), warm", timing, count)
     pipeline = Pipeline(nodes=[node(output_name="slept")(sleep_sync)])
     measure = mapper(pipeline, {"x": xs, "delay": delay}, "x", [{"slept": x} for x in xs], repeats)
     options = {"map_executor": "threaded", "max_workers": count}
@@ -224,7 +225,9 @@ def async_io(report, smoke, repeats):
         base = report.add(workload, "asyncio.gather", timing, count)
         expected = [{"slept": x} for x in xs]
         measure = mapper(pipeline, {"x": xs, "delay": delay}, "x", expected, repeats)
-        engine_rows(report, workload, options, measure, count, ((base, Budget("ratio_max", limit)),))
+        engine_rows(
+            report, workload, options, measure, count, ((base, Budget("ratio_max", limit)),)
+        )
 
 
 def async_overhead(report, smoke, repeats):
@@ -253,162 +256,6 @@ def node_level(report, smoke, repeats):
         return timing
 
     base = report.add(workload, "sequential engine", measure({}))
-    judged = ((base, Budget("seconds_max", round(3.5 * delay, 3))),)
-    engine_rows(report, workload, {"node_executor": "threaded"}, measure, 1, judged)
-
-
-def main():
-        start = time.perf_counter()
-        results = await asyncio.gather(*(sleep_async(x, delay) for x in range(n)))
-        return time.perf_counter() - start, results
-
-    return asyncio.run(main())
-
-
-@node(output_name="data")
-def load_data(delay):
-    time.sleep(delay)
-    return [1, 2, 3, 4, 5]
-
-
-@node(output_name="stat_a")
-def compute_a(data, delay):
-    time.sleep(delay)
-    return sum(data)
-
-
-@node(output_name="stat_b")
-def compute_b(data, delay):
-    time.sleep(delay)
-    return max(data)
-
-
-@node(output_name="result")
-def combine(stat_a, stat_b, delay):
-    time.sleep(delay)
-    return {"sum": stat_a, "max": stat_b}
-
-
-# -- benchmarks ------------------------------------------------------------------------------
-
-
-def cpu_bound(report, smoke, repeats):
-    n, count, workers = (18, 4, os.cpu_count()) if smoke else (27, 8, os.cpu_count())
-    workload = f"fib({n}) x {count}, CPU-bound, {workers} cores"
-    pipeline = Pipeline(nodes=[node(output_name="value")(fib)])
-    inputs, ns = {"n": [n] * count}, [n] * count
-    expected = [{"value": fib(n)}] * count
-    measure = mapper(pipeline, inputs, "n", expected, repeats)
-
-    seq = best_of(lambda: measure_sequential(pipeline, inputs, "n"), repeats)
-    assert seq.result == expected
-    seq_row = report.add(workload, "sequential engine", seq, count)
-    with ProcessPoolExecutor(workers) as pool:
-        warm = best_of(lambda: list(pool.map(fib, ns)), repeats)  # warm-up call starts it
-    pool_row = report.add(workload, f"ProcessPoolExecutor({workers}), warm", warm, count)
-    speedup, pool_ratio = Budget("speedup_min", 1.7), Budget("ratio_max", 1.1)
-    judged = ((seq_row, speedup), (pool_row, pool_ratio))
-    engine_rows(report, workload, {"map_executor": "parallel"}, measure, count, judged, ", warm")
-
-    def cold_pool():
-        start = time.perf_counter()
-        pool = ProcessPoolExecutor(workers)
-        results = list(pool.map(fib, ns))
-        elapsed = time.perf_counter() - start
-        pool.shutdown()
-        return elapsed, results
-
-    cold_repeats = min(repeats, 3)
-    cold = best_of(cold_pool, cold_repeats, warmup=0, self_timed=True)
-    cold_row = report.add(workload, f"ProcessPoolExecutor({workers}), cold incl. start", cold, count)
-
-    def cold_engine(engine):
-        def first_call():
-            with local_engine(map_executor="parallel") as fresh:
-                start = time.perf_counter()
-                results = pipeline.map(inputs, "n", engine=fresh)
-                return time.perf_counter() - start, results
-
-        return best_of(first_call, cold_repeats, warmup=0, self_timed=True)
-
-    options = {"map_executor": "parallel"}
-    engine_rows(report, workload, options, cold_engine, count, ((cold_row, None),),
-                ", cold first call incl. start")
-
-
-def measure_sequential(pipeline, inputs, map_over):
-    return pipeline.map(inputs, map_over, engine=HypernodesEngine())
-
-
-def threaded_io(report, smoke, repeats):
-    count, delay = 50, (0.01 if smoke else 0.1)
-    workload = f"time.sleep({delay}) x {count}, sync I/O"
-    xs = list(range(count))
-
-    def plain():
-        with ThreadPoolExecutor(count) as pool:
-            return list(pool.map(sleep_sync, xs, repeat(delay)))
-
-    timing = best_of(plain, repeats)
-    assert timing.result == xs
-    base = report.add(workload, f"ThreadPoolExecutor({count})", timing, count)
-    pipeline = Pipeline(nodes=[node(output_name="slept")(sleep_sync)])
-    measure = mapper(pipeline, {"x": xs, "delay": delay}, "x", [{"slept": x} for x in xs], repeats)
-    options = {"map_executor": "threaded", "max_workers": count}
-    engine_rows(report, workload, options, measure, count, ((base, Budget("ratio_max", 1.2)),))
-
-
-def async_io(report, smoke, repeats):
-    delay = 0.01 if smoke else 0.1
-    pipeline = Pipeline(nodes=[node(output_name="slept")(sleep_async)])
-    for count, limit, options in (
-        (50, 1.05, {"map_executor": "async"}),
-        (200 if smoke else 10_000, 1.3, {"map_executor": "async", "max_concurrency": 10_000}),
-    ):
-        workload = f"asyncio.sleep({delay}) x {count:,}, async I/O"
-        xs = list(range(count))
-        timing = best_of(lambda n=count: gather(n, delay), repeats, self_timed=True)
-        assert timing.result == xs
-        base = report.add(workload, "asyncio.gather", timing, count)
-        expected = [{"slept": x} for x in xs]
-        measure = mapper(pipeline, {"x": xs, "delay": delay}, "x", expected, repeats)
-        engine_rows(report, workload, options, measure, count, ((base, Budget("ratio_max", limit)),))
-
-
-def async_overhead(report, smoke, repeats):
-    count = 200 if smoke else 10_000
-    workload = f"trivial sync 3-node chain, {count:,} items"
-    nodes = [
-        node(output_name="a")(lambda x: x + 1),
-        node(output_name="b")(lambda a: a * 2),
-        node(output_name="c")(lambda b: b - 3),
-    ]
-    pipeline = Pipeline(nodes=nodes)
-    xs = list(range(count))
-    expected = [{"a": x + 1, "b": 2 * (x + 1), "c": 2 * (x + 1) - 3} for x in xs]
-    seq = best_of(lambda: measure_sequential(pipeline, {"x": xs}, "x"), repeats)
-    assert seq.result == expected
-    base = report.add(workload, "sequential engine", seq, count)
-    measure = mapper(pipeline, {"x": xs}, "x", expected, repeats)
-    judged = ((base, Budget("us_per_item_max", 30)),)
-    engine_rows(report, workload, {"map_executor": "async"}, measure, count, judged)
-
-
-def node_level(report, smoke, repeats):
-    delay = 0.01 if smoke else 0.1
-    workload = f"seed 001: load -> (a, b) -> combine, {delay} s each"
-    pipeline = Pipeline(nodes=[load_data, compute_a, compute_b, combine])
-    expected = {"data": [1, 2, 3, 4, 5], "stat_a": 15, "stat_b": 5, "result": {"sum": 15, "max": 5}}
-    inputs = {"delay": delay}
-    seq = best_of(lambda: pipeline.run(inputs, engine=HypernodesEngine()), repeats)
-    assert seq.result == expected
-    base = report.add(workload, "sequential engine", seq)
-
-    def measure(engine):
-        timing = best_of(lambda: pipeline.run(inputs, engine=engine), repeats)
-        assert timing.result == expected, f"{engine}: wrong results"
-        return timing
-
     judged = ((base, Budget("seconds_max", round(3.5 * delay, 3))),)
     engine_rows(report, workload, {"node_executor": "threaded"}, measure, 1, judged)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 from pathlib import Path
 
 import pyarrow as pa
@@ -99,7 +100,7 @@ def make_dataset(path: Path, n_rows: int = 2000, n_files: int = 4, seed: int = 0
     for old in path.glob("part-*.parquet"):  # a bigger old split would leave extra parts
         old.unlink()
     table = generate_reviews(n_rows, seed).replace_schema_metadata({METADATA_KEY: params})
-    for file, (start, stop) in zip(files, _chunks(n_rows, n_files)):
+    for file, (start, stop) in zip(files, _chunks(n_rows, n_files), strict=True):
         pq.write_table(table.slice(start, stop - start), file)
     return files
 
@@ -109,7 +110,7 @@ def generate_reviews(n_rows: int, seed: int = 0) -> pa.Table:
 
     generate_reviews(3, seed=0).column("stars").to_pylist()  # [5, 5, 5]
     """
-    rng = random.Random()
+    rng = random.Random(seed)
     # A separate stream for dates keeps the first rows the same whatever `n_rows` is.
     clock = random.Random(f"{seed}-created_at")
     start = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -130,13 +131,15 @@ def generate_reviews(n_rows: int, seed: int = 0) -> pa.Table:
         [start + timedelta(seconds=s) for s in seconds],
     ]
     return pa.Table.from_arrays(
-        [pa.array(c, type=f.type) for c, f in zip(columns, SCHEMA)], schema=SCHEMA
+        [pa.array(c, type=f.type) for c, f in zip(columns, SCHEMA, strict=True)], schema=SCHEMA
     )
 
 
 def _review_text(rng: random.Random, product: str, stars: int) -> str:
     """One to three sentences whose mood follows the stars, then made messy."""
-    sentences = [_sentence(rng, product, _templates_for(rng, stars)) for _ in range(rng.randint(1, 3))]
+    sentences = [
+        _sentence(rng, product, _templates_for(rng, stars)) for _ in range(rng.randint(1, 3))
+    ]
     return _messy(rng, sentences)
 
 
@@ -179,7 +182,7 @@ def _messy(rng: random.Random, sentences: list[str]) -> str:
 def _chunks(n_rows: int, n_files: int) -> list[tuple[int, int]]:
     """(start, stop) row ranges of near-equal size, in order."""
     bounds = [n_rows * i // n_files for i in range(n_files + 1)]
-    return list(zip(bounds, bounds[1:]))
+    return list(pairwise(bounds))
 
 
 def _params_json(n_rows: int, n_files: int, seed: int) -> bytes:

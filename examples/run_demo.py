@@ -69,7 +69,10 @@ def format_table(rows: list[dict], columns: list[str], max_width: int = 40) -> s
     numeric = [all(isinstance(row[c], (int, float)) for row in rows) for c in columns]
 
     def line(values: list[str]) -> str:
-        padded = (v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric))
+        padded = (
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        )
         return "  ".join(padded).rstrip()
 
     return "\n".join([line(columns)] + [line(r) for r in cells])

@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import string
+from itertools import pairwise
 
 from hypernodes_daft import Pipeline, PipelineNode, node
 
 POSITIVE_WORDS = frozenset(
-    "great excellent perfect sturdy comfortable amazing solid love recommend best good "
-    "happy fast reliable".split()
-)
+    {"great", "excellent", "perfect", "sturdy", "comfortable", "amazing", "solid", "love",
+     "recommend", "best", "good", "happy", "fast", "reliable"}
+)  # fmt: skip
 NEGATIVE_WORDS = frozenset(
-    "terrible flimsy awful cheap noisy useless disappointing broke refund returned waste "
-    "worst bad slow".split()
-)
+    {"terrible", "flimsy", "awful", "cheap", "noisy", "useless", "disappointing", "broke",
+     "refund", "returned", "waste", "worst", "bad", "slow"}
+)  # fmt: skip
 # Apostrophes are dropped before matching, so "didn't" arrives here as "didnt".
-NEGATORS = frozenset("not no never dont didnt doesnt isnt wasnt wont cant".split())
+NEGATORS = frozenset(
+    {"not", "no", "never", "dont", "didnt", "doesnt", "isnt", "wasnt", "wont", "cant"}
+)
 
 CATALOG = {
     "trail running shoes": "fitness",
@@ -96,7 +99,7 @@ def lexicon_score(words: list[str]) -> int:
     lexicon_score(["not", "great", "but", "sturdy"])  # -1 + 1 = 0
     """
     score = 0
-    for previous, word in zip([""] + words, words):
+    for previous, word in pairwise(["", *words]):
         polarity = (word in POSITIVE_WORDS) - (word in NEGATIVE_WORDS)
         score += -polarity if previous in NEGATORS else polarity
     return score

@@ -24,7 +24,7 @@ MapItems = Callable[..., Any]  # (run_item, inputs, map_over, map_mode, n_items)
 class NodeCall:
     """Calls a plain node: build its keyword arguments, call it, store its outputs."""
 
-    __slots__ = ("step", "label", "func", "args", "outputs", "is_async")
+    __slots__ = ("step", "label", "func", "args", "outputs", "single", "is_async")
 
     def __init__(self, step: Step):
         self.step = step
@@ -32,6 +32,7 @@ class NodeCall:
         self.func = step.node.func
         self.args = step.args
         self.outputs = step.outputs
+        self.single = step.outputs[0] if len(step.outputs) == 1 else None
         self.is_async = step.is_async
 
     def __call__(self, values: Values) -> None:
@@ -59,10 +60,10 @@ class NodeCall:
             raise self._failed(error, kwargs) from error
 
     def _store(self, values: Values, result: Any) -> None:
-        outputs = self.outputs
-        if len(outputs) == 1:
-            values[outputs[0]] = result
+        if self.single is not None:
+            values[self.single] = result
             return
+        outputs = self.outputs
         if not isinstance(result, (tuple, list)) or len(result) != len(outputs):
             got = f"{len(result)} values" if isinstance(result, (tuple, list)) else repr(result)
             raise ValueError(f"node declares {len(outputs)} outputs {outputs} but returned {got}")

@@ -9,6 +9,7 @@ seed 000's workload costs what `asyncio.gather` costs.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
@@ -21,20 +22,46 @@ ARunItem = Callable[[Values], Awaitable[Values]]
 
 
 class _SyncChain:
-    """Consecutive sync node calls of one item, run in a single worker-thread hop."""
+    """Consecutive sync node calls of one item, run in a single worker-thread hop.
 
-    __slots__ = ("calls", "threads")
+    Chains that prove quick (`_PROBES` calls under `_INLINE_BELOW` seconds, hardly any over)
+    then run inline on the loop: a thread hop costs more than a trivial node. A chain that
+    later takes over `_OFFLOAD_ABOVE` seconds inline goes back to threads for good, so the
+    loop is blocked at most once, briefly, by a node that turns slow.
+    """
+
+    _PROBES = 8
+    _INLINE_BELOW = 0.0002
+    _OFFLOAD_ABOVE = 0.002
+
+    __slots__ = ("calls", "threads", "quick", "slow", "inline", "pinned")
 
     def __init__(self, calls: list[NodeCall], threads: Executor | None):
         self.calls = calls
         self.threads = threads
+        self.quick = self.slow = 0  # probe calls under / over `_INLINE_BELOW`
+        self.inline = False
+        self.pinned = False  # once slow inline, always offloaded
 
-    def __call__(self, values: Values) -> None:
+    def __call__(self, values: Values) -> float:
+        start = time.perf_counter()
         for call in self.calls:
             call(values)
+        return time.perf_counter() - start
 
     async def acall(self, values: Values) -> None:
-        await asyncio.get_running_loop().run_in_executor(self.threads, self, values)
+        if self.inline:
+            if self(values) > self._OFFLOAD_ABOVE:
+                self.inline, self.pinned = False, True
+            return
+        took = await asyncio.get_running_loop().run_in_executor(self.threads, self, values)
+        if not self.pinned:
+            if took < self._INLINE_BELOW:
+                self.quick += 1
+            else:
+                self.slow += 1
+            # inline only a chain that is quick nearly always (a rare GC pause is allowed)
+            self.inline = self.quick >= self._PROBES and self.slow <= self.quick // 8
 
 
 def compile_arun(
@@ -112,17 +139,23 @@ async def amap_items(
     items = enumerate(iter_items(inputs, map_over, map_mode))
     results: list[Any] = [None] * n_items
 
+    async def run_one(index: int, item: Values) -> None:
+        try:
+            results[index] = await arun_item(item)
+        except ExecutionError as error:
+            raise error.located(index) from error.original
+
     async def worker() -> None:
         for index, item in items:
-            try:
-                results[index] = await arun_item(item)
-            except ExecutionError as error:
-                raise error.located(index) from error.original
+            await run_one(index, item)
 
-    workers = [asyncio.ensure_future(worker()) for _ in range(min(max_concurrency, n_items))]
+    if n_items <= max_concurrency:  # all at once: one task per item, as gather would
+        tasks = [asyncio.ensure_future(run_one(index, item)) for index, item in items]
+    else:
+        tasks = [asyncio.ensure_future(worker()) for _ in range(max_concurrency)]
     try:
-        await asyncio.gather(*workers)
+        await asyncio.gather(*tasks)
     finally:
-        for task in workers:
+        for task in tasks:
             task.cancel()
     return results
