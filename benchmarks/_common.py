@@ -250,6 +250,7 @@ class Report:
     def write_json(self, path: str) -> None:
         document = {
             "benchmark": self.name,
+            "script": os.path.basename(sys.argv[0]),
             "smoke": self.args.smoke,
             "repeat": self.args.repeat,
             "cpu_count": os.cpu_count(),

@@ -153,7 +153,8 @@ def combine(stat_a, stat_b, delay):
 
 
 def cpu_bound(report, smoke, repeats):
-    n, count, workers = (18, 4, os.cpu_count()) if smoke else (27, 8, os.cpu_count())
+    n, count = (18, 4) if smoke else (27, 8)
+    workers = os.cpu_count()
     workload = f"fib({n}) x {count}, CPU-bound, {workers} cores"
     pipeline = Pipeline(nodes=[node(output_name="value")(fib)])
     inputs, ns, expected = {"n": [n] * count}, [n] * count, [{"value": fib(n)}] * count

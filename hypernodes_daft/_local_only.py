@@ -26,11 +26,14 @@ def keep_local(home: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """Set the variables in this process's environment and return them.
 
     Ray's head probes the cloud metadata address unless `$HOME/ray_bootstrap_config.yaml`
-    exists, so HOME is pointed at a throwaway directory holding one (created if needed).
+    exists, so HOME is pointed at a directory of ours holding one (by default one fixed
+    directory under the system's temp dir, created once and reused).
     """
-    home_dir = Path(home) if home else Path(tempfile.mkdtemp(prefix="hypernodes-home-"))
+    home_dir = Path(home) if home else Path(tempfile.gettempdir()) / "hypernodes-daft-home"
     home_dir.mkdir(parents=True, exist_ok=True)
-    (home_dir / "ray_bootstrap_config.yaml").write_text("{}\n")
+    bootstrap = home_dir / "ray_bootstrap_config.yaml"
+    if not bootstrap.exists():
+        bootstrap.write_text("{}\n")
     settings = {**SETTINGS, "HOME": str(home_dir)}
     os.environ.update(settings)
     return settings

@@ -63,7 +63,8 @@ class ExecutionError(HyperNodesError):
         inputs: str = "",
         path: list[str | int] | None = None,
     ) -> None:
-        super().__init__(original)
+        # not super(): in the combined type that would be the original type's __init__
+        BaseException.__init__(self, *original.args)
         self.original = original
         self.node_name = node_name
         self.inputs = inputs
@@ -75,9 +76,7 @@ class ExecutionError(HyperNodesError):
 
     def located(self, *outer: str | int) -> ExecutionError:
         """The same error, located one or more levels further out."""
-        error = wrap_error(self.original, self.node_name, self.inputs, [*outer, *self.path])
-        error.__cause__ = self.original
-        return error
+        return wrap_error(self.original, self.node_name, self.inputs, [*outer, *self.path])
 
     def __str__(self) -> str:
         where = " > ".join(
@@ -114,6 +113,8 @@ def wrap_error(
     """Build the ExecutionError for `original` raised by `node_name`."""
     error_type = _error_type_for(type(original))
     error = BaseException.__new__(error_type)
+    if error_type is not ExecutionError:  # `except QuotaError as e: e.limit` keeps working
+        error.__dict__.update(getattr(original, "__dict__", {}))
     ExecutionError.__init__(error, original, node_name, inputs, path)
     error.__cause__ = original
     return error

@@ -28,6 +28,7 @@ from .plan import (
     check_map_inputs,
     normalize_map_over,
     plan_run,
+    product_order,
     requested_outputs,
 )
 
@@ -227,6 +228,8 @@ class Pipeline:
                 f"input. The pipeline's inputs: {self.graph.root_args}"
             )
         n_items = check_map_inputs(f"pipeline '{self.label}'", values, names, map_mode)
+        if map_mode == "product":
+            names = product_order(names, list(values))
         item = self._plan(frozenset(values), output_name)
         return MapPlan(item, names, map_mode, n_items)
 
@@ -236,6 +239,11 @@ class Pipeline:
         return frozenset(
             a for a in self.graph.root_args if all(a in n.optional_args for n in consumers[a])
         )
+
+    def _output_positions(self) -> dict[str, int]:
+        """Each output's position in execution order."""
+        names = (o for n in self.graph.execution_order for o in n.output_names)
+        return {name: i for i, name in enumerate(names)}
 
     def _state(self) -> tuple[int, ...]:
         """Changes whenever a binding of this pipeline or of a nested one changes."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .exceptions import PlanningError
 from .node import OutputName
-from .plan import MAP_MODES, NestedPlan, frozen, normalize_map_over
+from .plan import MAP_MODES, NestedPlan, frozen, normalize_map_over, product_order
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -100,12 +100,19 @@ class PipelineNode:
     def plan_nested(self, args: frozenset[str], outputs: tuple[str, ...]) -> NestedPlan:
         """Plan the inner pipeline for a step that reads `args` and must write `outputs`."""
         inner_of_output = {outer: inner for inner, outer in self.output_mapping.items()}
-        rename_out = tuple((inner_of_output.get(o, o), o) for o in outputs)
-        rename_in = tuple((a, self._inner_of.get(a, a)) for a in sorted(args))
+        position = self._pipeline._output_positions()
+        # results list outputs in the inner pipeline's execution order, as in HyperNodes 0.4
+        pairs = sorted(
+            ((inner_of_output.get(o, o), o) for o in outputs), key=lambda p: position[p[0]]
+        )
+        rename_out = tuple(pairs)
+        rename_in = tuple((a, self._inner_of.get(a, a)) for a in self.root_args if a in args)
         bound = self._pipeline._bound
         available = frozenset(inner for _, inner in rename_in) | frozenset(bound)
         item = self._pipeline._plan(available, [inner for inner, _ in rename_out])
         map_over = tuple(self._inner_of.get(m, m) for m in self.map_over or ())
+        if self.map_mode == "product":  # inner inputs are built as bound, then rename_in
+            map_over = product_order(map_over, [*bound, *(inner for _, inner in rename_in)])
         return NestedPlan(item, rename_in, rename_out, frozen(bound), map_over, self.map_mode)
 
     def __call__(self, required_outputs: list[str] | None = None, **outer_inputs: Any) -> dict:

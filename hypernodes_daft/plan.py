@@ -137,9 +137,10 @@ def plan_run(graph: Graph, label: str, available: frozenset[str], output_name: A
 def _step(graph: Graph, node: Any, available: frozenset[str], wanted: set[str] | None) -> Step:
     args = tuple(a for a in node.root_args if a in graph.output_to_node or a in available)
     outputs = tuple(o for o in node.output_names if wanted is None or o in wanted)
-    nested = node.plan_nested(frozenset(args), outputs) if hasattr(node, "plan_nested") else None
-    if nested is None:  # a plain node computes all its outputs at once
-        outputs = node.output_names
+    if not hasattr(node, "plan_nested"):  # a plain node computes all its outputs at once
+        return Step(node, node_label(node), args, node.output_names)
+    nested = node.plan_nested(frozenset(args), outputs)
+    outputs = tuple(outer for _, outer in nested.rename_out)
     return Step(node, node_label(node), args, outputs, nested)
 
 
@@ -194,6 +195,13 @@ def check_map_inputs(
     for length in lengths.values():
         count *= length
     return count
+
+
+def product_order(names: Sequence[str], keys: Sequence[str]) -> tuple[str, ...]:
+    """The mapped names in the order of the inputs' keys, which fixes the product's order
+    (the last one varies fastest), as in HyperNodes 0.4."""
+    position = {key: i for i, key in enumerate(keys)}
+    return tuple(sorted(names, key=position.__getitem__))
 
 
 def normalize_map_over(map_over: Any, label: str) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -211,3 +212,30 @@ def test_engine_arguments_are_checked():
 
     with pytest.raises(ValueError, match="node_executor cannot be a process pool"):
         HypernodesEngine(node_executor=ProcessPoolExecutor(1))
+
+
+def test_quick_sync_nodes_move_onto_the_loop_and_slow_ones_stay_in_threads():
+    threads = {"quick": [], "slow": []}
+
+    @node(output_name="a")
+    def quick(x: int) -> int:
+        threads["quick"].append(threading.current_thread().name)
+        return x
+
+    @node(output_name="b")
+    async def hop(a: int) -> int:  # an async node between them keeps two separate chains
+        return a
+
+    @node(output_name="c")
+    def slow(b: int) -> int:
+        threads["slow"].append(threading.current_thread().name)
+        time.sleep(0.003)
+        return b
+
+    engine = HypernodesEngine(map_executor="async", max_concurrency=4)
+    results = Pipeline(nodes=[quick, hop, slow]).map(
+        inputs={"x": list(range(40))}, map_over="x", engine=engine
+    )
+    assert [r["c"] for r in results] == list(range(40))
+    assert threads["quick"][-1] == "hypernodes-event-loop"  # proved quick, then inline
+    assert all(name.startswith("hypernodes-io") for name in threads["slow"])

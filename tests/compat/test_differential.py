@@ -46,7 +46,7 @@ def _num(value: Any) -> int:
 
 
 def combine(const: int, coefs: list[int], values: list[Any], n_out: int) -> Any:
-    total = (const + sum(c * _num(v) for c, v in zip(coefs, values))) % 100_003
+    total = (const + sum(c * _num(v) for c, v in zip(coefs, values, strict=True))) % 100_003
     if n_out == 1:
         return total
     return tuple(total * (k + 1) + k for k in range(n_out))
@@ -117,7 +117,9 @@ def drops_outputs(spec: dict) -> bool:
     for index, item in enumerate(spec["items"]):
         if item["kind"] != "nested":
             continue
-        consumed_elsewhere = {p for j, o in enumerate(spec["items"]) if j != index for p in params_of(o)}
+        consumed_elsewhere = {
+            p for j, o in enumerate(spec["items"]) if j != index for p in params_of(o)
+        }
         used = set(outputs_of(item)) & consumed_elsewhere
         if 0 < len(used) < len(outputs_of(item)) or drops_outputs(item["inner"]):
             return True
@@ -166,11 +168,15 @@ def evaluate(spec: dict, inputs: dict) -> dict:
 
 def evaluate_item(item: dict, env: dict) -> dict:
     if item["kind"] == "node":
-        value = combine(item["const"], item["coefs"], [env[p] for p in item["params"]], n_outputs(item))
+        value = combine(
+            item["const"], item["coefs"], [env[p] for p in item["params"]], n_outputs(item)
+        )
         names = outputs_of(item)
-        return {names[0]: value} if len(names) == 1 else dict(zip(names, value))
+        return {names[0]: value} if len(names) == 1 else dict(zip(names, value, strict=True))
     inner = item["inner"]
-    inner_inputs = dict(zip(unbound_root_args(inner), (env[p] for p in params_of(item))))
+    inner_inputs = dict(
+        zip(unbound_root_args(inner), (env[p] for p in params_of(item)), strict=True)
+    )
     exposed = exposed_outputs(item)
     if not item["map_over"]:
         result = evaluate(inner, inner_inputs)
@@ -182,8 +188,10 @@ def evaluate_item(item: dict, env: dict) -> dict:
 
 
 def map_points(lists: dict[str, list], mode: str) -> list[dict]:
-    combos = zip(*lists.values()) if mode == "zip" else itertools.product(*lists.values())
-    return [dict(zip(lists, combo)) for combo in combos]
+    combos = (
+        zip(*lists.values(), strict=True) if mode == "zip" else itertools.product(*lists.values())
+    )
+    return [dict(zip(lists, combo, strict=True)) for combo in combos]
 
 
 def select(result: dict, output_name) -> dict:
@@ -291,7 +299,9 @@ def call_inputs(draw, spec: dict, skip: tuple[str, ...] = ()) -> dict:
         for name in unbound_root_args(spec)
         if name not in skip
     }
-    for name in draw(st.lists(st.sampled_from(sorted(spec["bind"])), unique=True)) if spec["bind"] else []:
+    for name in (
+        draw(st.lists(st.sampled_from(sorted(spec["bind"])), unique=True)) if spec["bind"] else []
+    ):
         inputs[name] = draw(value_strategy(spec, name))
     if draw(st.booleans()):
         inputs["unused_extra_key"] = "ignored"
@@ -400,7 +410,7 @@ def test_map_matches_reference(case):
     if reference is None:
         return
     assert len(got) == len(reference)
-    for got_item, reference_item in zip(got, reference):
+    for got_item, reference_item in zip(got, reference, strict=True):
         assert_agrees_with_reference(got_item, reference_item, spec)
 
 
@@ -485,3 +495,78 @@ def test_partly_consumed_nested_output_can_be_selected():
     assert _nested_partly_consumed(ours).map(
         inputs={"x": [1, 2]}, map_over="x", output_name=["b", "c"]
     ) == [{"b": 10, "c": 4}, {"b": 20, "c": 6}]
+
+
+# ---------------------------------------------------------------------------------------------
+# Deliberate differences: node errors and tuple outputs of the wrong length
+
+
+class QuotaError(Exception):
+    def __init__(self, user: str, limit: int):
+        super().__init__(f"{user} is over {limit}")
+        self.user, self.limit = user, limit
+
+
+def _failing_pipeline(lib, error: Exception):
+    """`check` raises `error` when x == 3; a nested, mapped copy of it feeds `total`."""
+
+    @lib.node(output_name="checked")
+    def check(x):
+        if x == 3:
+            raise error
+        return x
+
+    @lib.node(output_name="total")
+    def total(checked):
+        return sum(checked)
+
+    inner = lib.Pipeline(nodes=[check])
+    return lib.Pipeline(nodes=[inner.as_node(input_mapping={"xs": "x"}, map_over="xs"), total])
+
+
+ERRORS = [ValueError("bad x"), KeyError("x"), ZeroDivisionError("div"), QuotaError("ann", 3)]
+
+
+@pytest.mark.parametrize("error", ERRORS, ids=lambda e: type(e).__name__)
+def test_reference_reraises_node_error_unchanged(error):
+    with pytest.raises(type(error)) as info:
+        _failing_pipeline(ref, error).run(inputs={"xs": [1, 3]})
+    assert info.value is error
+
+
+@pytest.mark.parametrize("error", ERRORS, ids=lambda e: type(e).__name__)
+def test_node_error_is_execution_error_of_original_type(error):
+    with pytest.raises(type(error)) as info:  # old `except <original type>` still catches it
+        _failing_pipeline(ours, error).run(inputs={"xs": [1, 2, 3, 4]})
+    raised = info.value
+    assert isinstance(raised, ours.ExecutionError)
+    assert raised.__cause__ is error
+    assert raised.node_name == "check"
+    assert "check" in str(raised)
+
+
+def test_node_error_in_map_names_the_item():
+    pipeline = _failing_pipeline(ours, ValueError("bad x"))
+    with pytest.raises(ValueError) as info:
+        pipeline.map(inputs={"xs": [[1], [2], [1, 3], [4]]}, map_over="xs")
+    raised = info.value
+    assert isinstance(raised, ours.ExecutionError)
+    assert raised.item_index == 2
+    assert "check" in str(raised) and "2" in str(raised)
+    assert isinstance(raised.__cause__, ValueError)
+
+
+def _short_tuple_pipeline(lib):
+    @lib.node(output_name=("a", "b", "c"))
+    def three(x):
+        return x, x + 1  # one value short
+
+    return lib.Pipeline(nodes=[three])
+
+
+def test_tuple_output_of_wrong_length():
+    """Deliberate difference: 0.4 silently truncates; hypernodes_daft raises."""
+    assert _short_tuple_pipeline(ref).run(inputs={"x": 1}) == {"a": 1, "b": 2}
+    with pytest.raises(Exception) as info:
+        _short_tuple_pipeline(ours).run(inputs={"x": 1})
+    assert "three" in str(info.value)

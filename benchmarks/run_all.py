@@ -1,0 +1,32 @@
+"""Run every benchmark script in this folder, one process each, passing the arguments on.
+
+python benchmarks/run_all.py            # full run
+python benchmarks/run_all.py --smoke    # quick check that each script works (CI)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def scripts() -> list[Path]:
+    return sorted(p for p in HERE.glob("*.py") if not p.name.startswith(("_", "run_all")))
+
+
+def main(args: list[str]) -> int:
+    failed = []
+    for script in scripts():
+        print(f"\n## {script.name}\n", flush=True)
+        if subprocess.run([sys.executable, str(script), *args]).returncode != 0:
+            failed.append(script.name)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
