@@ -17,11 +17,19 @@ def scripts() -> list[Path]:
     return sorted(p for p in HERE.glob("*.py") if not p.name.startswith(("_", "run_all")))
 
 
+def per_script(args: list[str], script: Path) -> list[str]:
+    """`--json DIR` becomes `--json DIR/<script>.json`, so scripts do not overwrite each other."""
+    if "--json" not in args:
+        return args
+    at = args.index("--json") + 1
+    return [*args[:at], str(Path(args[at]) / f"{script.stem}.json"), *args[at + 1 :]]
+
+
 def main(args: list[str]) -> int:
     failed = []
     for script in scripts():
         print(f"\n## {script.name}\n", flush=True)
-        if subprocess.run([sys.executable, str(script), *args]).returncode != 0:
+        if subprocess.run([sys.executable, str(script), *per_script(args, script)]).returncode:
             failed.append(script.name)
     if failed:
         print(f"\nfailed: {', '.join(failed)}")

@@ -680,3 +680,21 @@ def test_pipeline_directly_in_nodes_works_like_as_node():
 
     outer = ours.Pipeline(nodes=[inner_pipeline(ours), use])
     assert outer.run(inputs={"a": 2, "k": 3}) == {"s": 5, "p": 6, "z": -5}
+
+
+@both_libs
+def test_positional_signatures(lib):
+    """Pipeline(nodes, engine, name), run(inputs, output_name), map(inputs, map_over, map_mode,
+    output_name), as_node(input_mapping, output_mapping, map_over, map_mode, name, cache)."""
+    pipeline = lib.Pipeline(add_pipeline(lib).nodes, lib.SeqEngine(), "adder")
+    assert pipeline.name == "adder"
+    assert pipeline.run({"x": 1, "y": 2}, "total") == {"total": 3}
+    assert pipeline.map({"x": [1, 2], "y": [10, 20]}, ["x", "y"], "product", "total") == [
+        {"total": 11},
+        {"total": 21},
+        {"total": 12},
+        {"total": 22},
+    ]
+    pn = inner_pipeline(lib).as_node({"v": "a"}, {"s": "sum"}, "v", "zip", "named", False)
+    assert (pn.map_over, pn.name, pn.cache) == (["v"], "named", False)
+    assert lib.Pipeline([pn]).run({"v": [1, 2], "k": 3}) == {"sum": [4, 5]}

@@ -57,10 +57,10 @@ def n_outputs(item: dict) -> int:
 
 
 def make_function(item: dict):
-    """A real `def` with the spec's parameter names (no defaults: 0.4 ignores them)."""
+    """A real `def` (or `async def`) with the spec's parameter names and no defaults."""
     params = ", ".join(item["params"])
     source = (
-        f"def {item['name']}({params}):\n"
+        f"{'async ' if item['is_async'] else ''}def {item['name']}({params}):\n"
         f"    return combine({item['const']!r}, {item['coefs']!r}, [{params}], {n_outputs(item)})\n"
     )
     namespace: dict[str, Any] = {"combine": combine}
@@ -217,6 +217,7 @@ def node_specs(draw, prefix: str, index: int, produced: list[str]) -> dict:
         "outputs": base if n_out == 1 else tuple(f"{base}{c}" for c in "abc"[:n_out]),
         "coefs": draw(st.lists(st.integers(-3, 3), min_size=len(params), max_size=len(params))),
         "const": draw(st.integers(-5, 5)),
+        "is_async": draw(st.integers(0, 4)) == 0,
     }
 
 

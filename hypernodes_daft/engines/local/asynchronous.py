@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
@@ -136,26 +136,36 @@ async def amap_items(
     """
     if n_items == 0:
         return []
+    if n_items <= max_concurrency:  # all at once: one task per item, as gather would
+        return await _all_at_once(arun_item, iter_items(inputs, map_over, map_mode))
     items = enumerate(iter_items(inputs, map_over, map_mode))
     results: list[Any] = [None] * n_items
 
-    async def run_one(index: int, item: Values) -> None:
-        try:
-            results[index] = await arun_item(item)
-        except ExecutionError as error:
-            raise error.located(index) from error.original
-
     async def worker() -> None:
         for index, item in items:
-            await run_one(index, item)
+            try:
+                results[index] = await arun_item(item)
+            except ExecutionError as error:
+                raise error.located(index) from error.original
 
-    if n_items <= max_concurrency:  # all at once: one task per item, as gather would
-        tasks = [asyncio.ensure_future(run_one(index, item)) for index, item in items]
-    else:
-        tasks = [asyncio.ensure_future(worker()) for _ in range(max_concurrency)]
+    tasks = [asyncio.ensure_future(worker()) for _ in range(max_concurrency)]
     try:
         await asyncio.gather(*tasks)
     finally:
         for task in tasks:
             task.cancel()
     return results
+
+
+async def _all_at_once(arun_item: ARunItem, items: Iterator[Values]) -> list[Values]:
+    """One task per item and no wrapper coroutine: the per-item cost of plain gather."""
+    tasks = [asyncio.ensure_future(arun_item(item)) for item in items]
+    try:
+        return await asyncio.gather(*tasks)
+    except ExecutionError as error:
+        failed = (i for i, t in enumerate(tasks) if t.done() and not t.cancelled())
+        index = next(i for i in failed if tasks[i].exception() is error)
+        raise error.located(index) from error.original
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -26,6 +26,7 @@ from .threaded import compile_threaded, map_threaded
 NODE_EXECUTORS = ("sequential", "async", "threaded")
 MAP_EXECUTORS = ("sequential", "async", "threaded", "parallel")
 _MAX_IO_THREADS = 256
+_KEPT_RUNNERS = 32
 
 
 class HypernodesEngine:
@@ -72,6 +73,7 @@ class HypernodesEngine:
             "map": map_executor if isinstance(map_executor, Executor) else None,
         }
         self._owned: dict[str, Executor] = {}
+        self._async_runners: dict[int, tuple[RunPlan, ARunItem]] = {}
 
     # -- the Engine protocol -----------------------------------------------------------------
 
@@ -106,6 +108,7 @@ class HypernodesEngine:
     def shutdown(self) -> None:
         """Stop the thread and process pools this engine started (not ones it was given)."""
         owned, self._owned = self._owned, {}
+        self._async_runners.clear()  # they hold the io pool being shut down
         for pool in owned.values():
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -134,8 +137,17 @@ class HypernodesEngine:
         return compile_run(plan)
 
     def _async_runner(self, plan: RunPlan) -> ARunItem:
+        """Kept per plan, so what the runner learned (which sync nodes are quick enough to
+        run on the loop) carries over to the next call with the same plan."""
+        kept = self._async_runners.get(id(plan))
+        if kept is not None and kept[0] is plan:
+            return kept[1]
+        if len(self._async_runners) >= _KEPT_RUNNERS:
+            self._async_runners.clear()
         concurrent_nodes = self.node_executor != "sequential"
-        return compile_arun(plan, concurrent_nodes, self._pool("io"), self.max_concurrency)
+        runner = compile_arun(plan, concurrent_nodes, self._pool("io"), self.max_concurrency)
+        self._async_runners[id(plan)] = (plan, runner)
+        return runner
 
     async def _amap(self, plan: MapPlan, inputs: Values) -> list[Values]:
         return await amap_items(

@@ -119,12 +119,15 @@ def _dumps_plan(plan: RunPlan) -> bytes:
 
 
 def _dumps_inputs(plan: RunPlan, shared: Values) -> bytes:
-    for name, value in shared.items():
-        try:
-            cloudpickle.dumps(value)
-        except Exception as err:
-            raise _unpicklable_input(plan, name, err) from err
-    return cloudpickle.dumps(shared)
+    try:
+        return cloudpickle.dumps(shared)
+    except Exception:  # find the culprit only when there is one
+        for name, value in shared.items():
+            try:
+                cloudpickle.dumps(value)
+            except Exception as value_err:
+                raise _unpicklable_input(plan, name, value_err) from value_err
+        raise
 
 
 def _unpicklable_row(
