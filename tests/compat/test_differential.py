@@ -15,6 +15,7 @@ that our result agrees with 0.4 on every key 0.4 returns and with `evaluate` on 
 from __future__ import annotations
 
 import itertools
+import os
 from typing import Any
 
 import hypernodes as ref
@@ -28,8 +29,11 @@ INPUT_NAMES = ("x0", "x1", "x2", "x3")
 MAX_DEPTH = 2  # outer pipeline > nested pipeline > pipeline nested in that one
 SMALL_INTS = st.integers(-20, 20)
 
+# The same 60 examples on every run; HN_COMPAT_EXAMPLES=3000 explores that many random ones.
+EXPLORE = os.environ.get("HN_COMPAT_EXAMPLES")
 PROPERTY_SETTINGS = settings(
-    max_examples=60,
+    max_examples=int(EXPLORE or 60),
+    derandomize=EXPLORE is None,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -464,6 +468,32 @@ def test_nested_product_order_matches_reference():
         return lib.Pipeline(nodes=[nested]).run(inputs={"ys": [10, 20], "xs": [1, 2, 3]})
 
     assert call(ours) == call(ref)
+
+
+def _nested_outputs_pipeline(lib, **as_node_kwargs):
+    """Inner execution order (by node name) is z, a; names sort as a, z."""
+
+    @lib.node(output_name="z")
+    def a_node():
+        return 1
+
+    @lib.node(output_name="a")
+    def b_node():
+        return 2
+
+    inner = lib.Pipeline(nodes=[b_node, a_node])
+    return lib.Pipeline(nodes=[inner.as_node(**as_node_kwargs)])
+
+
+@pytest.mark.parametrize(
+    "as_node_kwargs",
+    [{}, {"output_mapping": {"a": "A", "z": "Z"}}, {"output_mapping": {"z": "Z", "a": "A"}}],
+    ids=["no-mapping", "mapping-a-first", "mapping-z-first"],
+)
+def test_nested_result_key_order_matches_reference(as_node_kwargs):
+    """0.4: a nested result is ordered like the inner run, or like `output_mapping` if given."""
+    got = _nested_outputs_pipeline(ours, **as_node_kwargs).run()
+    assert list(got) == list(_nested_outputs_pipeline(ref, **as_node_kwargs).run())
 
 
 def _nested_partly_consumed(lib):
