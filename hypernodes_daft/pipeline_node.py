@@ -100,12 +100,14 @@ class PipelineNode:
     def plan_nested(self, args: frozenset[str], outputs: tuple[str, ...]) -> NestedPlan:
         """Plan the inner pipeline for a step that reads `args` and must write `outputs`."""
         inner_of_output = {outer: inner for inner, outer in self.output_mapping.items()}
-        position = self._pipeline._output_positions()
-        # results list outputs in the inner pipeline's execution order, as in HyperNodes 0.4
-        pairs = sorted(
-            ((inner_of_output.get(o, o), o) for o in outputs), key=lambda p: position[p[0]]
-        )
-        rename_out = tuple(pairs)
+        # as in HyperNodes 0.4, results list outputs in output_mapping's order if there is
+        # one, else in the inner pipeline's execution order
+        if self.output_mapping:
+            position = {inner: i for i, inner in enumerate(self.output_mapping)}
+        else:
+            position = self._pipeline._output_positions()
+        pairs = ((inner_of_output.get(o, o), o) for o in outputs)
+        rename_out = tuple(sorted(pairs, key=lambda pair: position[pair[0]]))
         rename_in = tuple((a, self._inner_of.get(a, a)) for a in self.root_args if a in args)
         bound = self._pipeline._bound
         available = frozenset(inner for _, inner in rename_in) | frozenset(bound)
