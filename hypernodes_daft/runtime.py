@@ -8,7 +8,6 @@ so inputs, outputs and errors behave the same everywhere (design.md, layer 3).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -45,16 +44,14 @@ class NodeCall:
         except Exception as error:
             raise self._failed(error, kwargs) from error
 
-    async def acall(self, values: Values, to_thread: bool = True) -> None:
-        """Call from a coroutine: async nodes are awaited, sync ones run in a worker thread."""
+    async def acall(self, values: Values) -> None:
+        """Call from a coroutine, awaiting an async node natively. (The async executor runs
+        sync nodes off the loop itself, in worker threads.)"""
         kwargs = {a: values[a] for a in self.args}
         try:
+            result = self.func(**kwargs)
             if self.is_async:
-                result = await self.func(**kwargs)
-            elif to_thread:
-                result = await asyncio.to_thread(self.func, **kwargs)
-            else:
-                result = self.func(**kwargs)
+                result = await result
             self._store(values, result)
         except Exception as error:
             raise self._failed(error, kwargs) from error
