@@ -44,6 +44,7 @@ class PipelineNode:
         self.name = name if name is not None else pipeline.name
         self._inner_of = self.input_mapping  # outer input name -> inner input name
         self._outer_of = {inner: outer for outer, inner in self.input_mapping.items()}
+        self._inner_output_of = {outer: inner for inner, outer in self.output_mapping.items()}
         self._check_mappings()
         self._code_hash = hashlib.sha256(
             ":".join(n.code_hash for n in pipeline.graph.nodes).encode()
@@ -99,14 +100,13 @@ class PipelineNode:
 
     def plan_nested(self, args: frozenset[str], outputs: tuple[str, ...]) -> NestedPlan:
         """Plan the inner pipeline for a step that reads `args` and must write `outputs`."""
-        inner_of_output = {outer: inner for inner, outer in self.output_mapping.items()}
         # as in HyperNodes 0.4, results list outputs in output_mapping's order if there is
         # one, else in the inner pipeline's execution order
         if self.output_mapping:
             position = {inner: i for i, inner in enumerate(self.output_mapping)}
         else:
             position = self._pipeline._output_positions()
-        pairs = ((inner_of_output.get(o, o), o) for o in outputs)
+        pairs = ((self._inner_output_of.get(o, o), o) for o in outputs)
         rename_out = tuple(sorted(pairs, key=lambda pair: position[pair[0]]))
         rename_in = tuple((a, self._inner_of.get(a, a)) for a in self.root_args if a in args)
         bound = self._pipeline._bound
@@ -121,8 +121,7 @@ class PipelineNode:
         """Run the nested pipeline directly on outer-named inputs; returns outer-named outputs."""
         inner_inputs = {self._inner_of.get(k, k): v for k, v in outer_inputs.items()}
         outputs = required_outputs or list(self.output_names)
-        inner_of_output = {outer: inner for inner, outer in self.output_mapping.items()}
-        inner_outputs = [inner_of_output.get(o, o) for o in outputs]
+        inner_outputs = [self._inner_output_of.get(o, o) for o in outputs]
         if not self.map_over:
             result = self._pipeline.run(inputs=inner_inputs, output_name=inner_outputs)
             return {o: result[i] for o, i in zip(outputs, inner_outputs, strict=False)}

@@ -23,10 +23,9 @@ MapItems = Callable[..., Any]  # (run_item, inputs, map_over, map_mode, n_items)
 class NodeCall:
     """Calls a plain node: build its keyword arguments, call it, store its outputs."""
 
-    __slots__ = ("step", "label", "func", "args", "outputs", "single", "is_async")
+    __slots__ = ("label", "func", "args", "outputs", "single", "is_async")
 
     def __init__(self, step: Step):
-        self.step = step
         self.label = step.label
         self.func = step.node.func
         self.args = step.args
@@ -73,11 +72,10 @@ class NodeCall:
 class NestedCall:
     """Calls a nested pipeline: rename inputs in, run (or map) the inner plan, rename out."""
 
-    __slots__ = ("step", "label", "nested", "run_inner", "map_inner")
+    __slots__ = ("label", "nested", "run_inner", "map_inner")
 
     def __init__(self, step: Step, run_inner: RunItem, map_inner: MapItems):
         assert step.nested is not None
-        self.step = step
         self.label = step.label
         self.nested: NestedPlan = step.nested
         self.run_inner = run_inner
