@@ -34,26 +34,24 @@ class NodeCall:
         self.is_async = step.is_async
 
     def __call__(self, values: Values) -> None:
-        kwargs = {a: values[a] for a in self.args}
         try:
-            result = self.func(**kwargs)
+            result = self.func(**{a: values[a] for a in self.args})
             if self.is_async:
                 result = run_coroutine(result)
             self._store(values, result)
         except Exception as error:
-            raise self._failed(error, kwargs) from error
+            raise self._failed(error, values) from error
 
     async def acall(self, values: Values) -> None:
         """Call from a coroutine, awaiting an async node natively. (The async executor runs
         sync nodes off the loop itself, in worker threads.)"""
-        kwargs = {a: values[a] for a in self.args}
         try:
-            result = self.func(**kwargs)
+            result = self.func(**{a: values[a] for a in self.args})
             if self.is_async:
                 result = await result
             self._store(values, result)
         except Exception as error:
-            raise self._failed(error, kwargs) from error
+            raise self._failed(error, values) from error
 
     def _store(self, values: Values, result: Any) -> None:
         if self.single is not None:
@@ -65,7 +63,10 @@ class NodeCall:
             raise ValueError(f"node declares {len(outputs)} outputs {outputs} but returned {got}")
         values.update(zip(outputs, result, strict=False))
 
-    def _failed(self, error: Exception, kwargs: Values) -> ExecutionError:
+    def _failed(self, error: Exception, values: Values) -> ExecutionError:
+        # the arguments are rebuilt here, not kept during the call: a dict per call alive
+        # across an await costs garbage-collector time on large async maps
+        kwargs = {a: values[a] for a in self.args if a in values}
         return wrap_error(error, self.label, summarize_inputs(kwargs))
 
 
