@@ -18,15 +18,28 @@ from .exceptions import (
     HyperNodesError,
     PlanningError,
 )
+from .io import Dataset, read_parquet, write_parquet
 from .node import HyperNode, Node, node
 from .pipeline import Pipeline
 from .pipeline_node import PipelineNode
 from .plan import MapPlan, RunPlan
+from .stateful import stateful
+
+
+def __getattr__(name: str) -> object:
+    # DaftEngine imports daft (about a second): only when it is asked for
+    if name == "DaftEngine":
+        from .engines.daft import DaftEngine
+
+        return DaftEngine
+    raise AttributeError(f"module 'hypernodes_daft' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
 __all__ = [
     "node",
+    "stateful",
     "HyperNode",
     "Node",
     "Pipeline",
@@ -40,4 +53,8 @@ __all__ = [
     "CycleError",
     "DependencyError",
     "ExecutionError",
+    "DaftEngine",
+    "Dataset",
+    "read_parquet",
+    "write_parquet",
 ]

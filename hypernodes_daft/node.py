@@ -62,12 +62,21 @@ class Node:
     `output_name=("a", "b")` splits a returned tuple into two outputs.
     """
 
-    def __init__(self, func: Callable[..., Any], output_name: OutputName, cache: bool = True):
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        output_name: OutputName,
+        cache: bool = True,
+        batch: bool = False,
+        max_concurrency: int | None = None,
+    ):
         if not callable(func):
             raise TypeError(f"Node needs a callable, got {func!r}")
         self.func = func
         self.name: str = getattr(func, "__name__", type(func).__name__)
         self.cache = cache
+        self.batch = batch
+        self.max_concurrency = _positive_or_none(max_concurrency, "max_concurrency", func)
         self._output_name = output_name
         self.output_names = normalize_output_name(output_name, f"node '{self.name}'")
         self._root_args, self.defaults = _parameters(func, self.name)
@@ -108,20 +117,28 @@ class Node:
         return hash((self.name, self._output_name))
 
 
-def node(output_name: OutputName | Callable[..., Any] | None = None, cache: bool = True) -> Any:
+def node(
+    output_name: OutputName | Callable[..., Any] | None = None,
+    cache: bool = True,
+    batch: bool = False,
+    max_concurrency: int | None = None,
+) -> Any:
     """Turn a function into a `Node`: `@node`, `@node()`, `@node(output_name="y")`.
 
-    Without `output_name` the function's name is the output name.
+    Without `output_name` the function's name is the output name. `batch=True` marks a
+    function over whole columns: it receives pyarrow Arrays (one value per item; `@stateful`
+    objects stay scalars) and returns an array, list or numpy array of the same length.
+    `max_concurrency` bounds the calls of an async node in flight at once.
 
         @node(output_name=("quotient", "remainder"))
         def divide(a: int, b: int) -> tuple[int, int]:
             return divmod(a, b)
     """
     if callable(output_name):  # bare @node
-        return Node(output_name, output_name.__name__, cache)
+        return Node(output_name, output_name.__name__, cache, batch, max_concurrency)
 
     def decorate(func: Callable[..., Any]) -> Node:
-        return Node(func, output_name or func.__name__, cache)
+        return Node(func, output_name or func.__name__, cache, batch, max_concurrency)
 
     return decorate
 
@@ -155,3 +172,10 @@ def _is_async(func: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
         getattr(func, "__call__", None)  # noqa: B004 - an object with `async def __call__`
     )
+
+
+def _positive_or_none(value: int | None, what: str, func: Callable[..., Any]) -> int | None:
+    if value is not None and (not isinstance(value, int) or value < 1):
+        name = getattr(func, "__name__", repr(func))
+        raise ValueError(f"node '{name}': {what} must be a positive int or None, got {value!r}")
+    return value

@@ -20,6 +20,7 @@ from typing import Any
 
 from .exceptions import PlanningError
 from .graph import build_graph
+from .io import Column, as_inputs, materialize
 from .node import Node
 from .pipeline_node import PipelineNode
 from .plan import (
@@ -84,7 +85,7 @@ class Pipeline:
 
     def map(
         self,
-        inputs: dict[str, Any] | None = None,
+        inputs: Any = None,
         map_over: str | list[str] | None = None,
         map_mode: str = "zip",
         output_name: str | list[str] | None = None,
@@ -94,10 +95,13 @@ class Pipeline:
 
         `map_mode="zip"` pairs the lists element by element; `"product"` runs every
         combination (the last list varies fastest). Other inputs are shared by all items.
+        `inputs` may also hold dataset columns (`read_parquet`, a pyarrow Table or a Daft
+        DataFrame); `map_over` then defaults to the columns the pipeline reads.
         """
-        values = self._merged(inputs)
+        engine = engine or self.engine
+        values, map_over = self._map_inputs(inputs, map_over, engine)
         plan = self._map_plan(values, map_over, map_mode, output_name)
-        return (engine or self.engine).map(plan, values)
+        return engine.map(plan, values)
 
     async def arun(
         self,
@@ -112,16 +116,17 @@ class Pipeline:
 
     async def amap(
         self,
-        inputs: dict[str, Any] | None = None,
+        inputs: Any = None,
         map_over: str | list[str] | None = None,
         map_mode: str = "zip",
         output_name: str | list[str] | None = None,
         engine: Any = None,
     ) -> list[dict[str, Any]]:
         """`map` for async code: `await pipeline.amap(inputs={...}, map_over="x")`."""
-        values = self._merged(inputs)
+        engine = engine or self.engine
+        values, map_over = self._map_inputs(inputs, map_over, engine)
         plan = self._map_plan(values, map_over, map_mode, output_name)
-        return await (engine or self.engine).amap(plan, values)
+        return await engine.amap(plan, values)
 
     def plan(
         self,
@@ -194,13 +199,36 @@ class Pipeline:
 
     # -- planning (used by engines and by nested pipelines) ---------------------------------
 
-    def _merged(self, inputs: dict[str, Any] | None) -> dict[str, Any]:
+    def _merged(self, inputs: Any) -> dict[str, Any]:
         if inputs is not None and not isinstance(inputs, dict):
-            raise TypeError(
-                f"pipeline '{self.label}': inputs must be a dict of name -> value, "
-                f"got {type(inputs).__name__}"
-            )
+            inputs = as_inputs(inputs)
+            if inputs is None:
+                raise TypeError(
+                    f"pipeline '{self.label}': inputs must be a dict of name -> value or a "
+                    f"table (read_parquet, pyarrow.Table, daft.DataFrame), got "
+                    f"{type(inputs).__name__}"
+                )
         return {**self._bound, **inputs} if inputs else dict(self._bound)
+
+    def _map_inputs(self, inputs: Any, map_over: Any, engine: Any) -> tuple[dict[str, Any], Any]:
+        """The merged inputs and map_over of a map; dataset columns are read into lists
+        unless the engine reads datasets itself."""
+        values = self._merged(inputs)
+        columns = [n for n, v in values.items() if isinstance(v, Column)]
+        if not columns:
+            return values, map_over
+        if map_over is None:
+            map_over = [n for n in columns if n in self.graph.root_args]
+        names = normalize_map_over(map_over, f"pipeline '{self.label}'")
+        unmapped = [n for n in columns if n in self.graph.root_args and n not in names]
+        if unmapped:
+            raise PlanningError(
+                f"pipeline '{self.label}': inputs {unmapped} are dataset columns but not in "
+                f"map_over {list(names)}; map over them or pass single values"
+            )
+        if not getattr(engine, "reads_datasets", False):
+            values = materialize(values, names, f"pipeline '{self.label}'")
+        return values, map_over
 
     def _plan(self, available: frozenset[str], output_name: Any) -> RunPlan:
         outputs = (

@@ -21,6 +21,7 @@ from typing import Any
 
 from .exceptions import DependencyError, PlanningError
 from .graph import Graph, node_label
+from .io import Column, dataset_of
 
 MAP_MODES = ("zip", "product")
 
@@ -98,10 +99,11 @@ class MapPlan:
     item: RunPlan
     map_over: tuple[str, ...]
     map_mode: str
-    n_items: int
+    n_items: int | None  # None: the rows of a dataset, counted when it is read
 
     def __str__(self) -> str:
-        head = f"MapPlan: {self.n_items} items, {self.map_mode} over [{', '.join(self.map_over)}]"
+        count = "dataset rows" if self.n_items is None else f"{self.n_items} items"
+        head = f"MapPlan: {count}, {self.map_mode} over [{', '.join(self.map_over)}]"
         return f"{head}\n{self.item}"
 
 
@@ -163,8 +165,9 @@ def _check_inputs(graph: Graph, label: str, nodes: list[Any], available: frozens
 
 def check_map_inputs(
     label: str, inputs: Mapping[str, Any], map_over: Sequence[str], map_mode: str
-) -> int:
-    """Validate the mapped inputs of a map call and return the number of items."""
+) -> int | None:
+    """Validate the mapped inputs of a map call and return the number of items (None for
+    dataset columns, whose rows are counted when read)."""
     if map_mode not in MAP_MODES:
         raise PlanningError(
             f"{label}: unknown map_mode {map_mode!r}; expected one of {list(MAP_MODES)}"
@@ -179,12 +182,16 @@ def check_map_inputs(
                 f"(inputs given: {sorted(inputs)})"
             )
         value = inputs[name]
+        if isinstance(value, Column):
+            continue
         if not isinstance(value, list):
             raise PlanningError(
                 f"{label}: Parameter '{name}' is in map_over but value is not a list "
                 f"(got {type(value).__name__}); pass a list, e.g. list(values)"
             )
         lengths[name] = len(value)
+    if dataset_of(inputs, tuple(map_over), label) is not None:
+        return None  # rows of a dataset: counted when it is read
     if map_mode == "zip":
         if len(set(lengths.values())) > 1:
             raise PlanningError(

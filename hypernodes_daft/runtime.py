@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ._batch import one_row
 from ._loop import run_coroutine
 from .exceptions import ExecutionError, summarize_inputs, wrap_error
 from .plan import NestedPlan, RunPlan, Step, check_map_inputs
@@ -28,6 +29,8 @@ class NodeCall:
     def __init__(self, step: Step):
         self.label = step.label
         self.func = step.node.func
+        if getattr(step.node, "batch", False):
+            self.func = one_row(self.func, step.label, len(step.outputs))
         self.args = step.args
         self.outputs = step.outputs
         self.single = step.outputs[0] if len(step.outputs) == 1 else None

@@ -3,7 +3,7 @@
 import pytest
 from scenarios import SCENARIOS, Scenario
 
-from hypernodes_daft import HypernodesEngine
+from hypernodes_daft import DaftEngine, HypernodesEngine
 
 ENGINES = {
     "sequential": lambda: HypernodesEngine(),
@@ -16,12 +16,18 @@ ENGINES = {
     "threaded_parallel": lambda: HypernodesEngine(
         node_executor="threaded", map_executor="parallel", max_workers=2
     ),
+    "daft": lambda: DaftEngine(),
+    "daft_partitions": lambda: DaftEngine(partitions=3, max_concurrency=2),
 }
 
 
 @pytest.fixture(scope="module", params=sorted(ENGINES))
 def engine(request):
-    with ENGINES[request.param]() as engine:  # one pool per engine, reused by all scenarios
+    engine = ENGINES[request.param]()
+    if not hasattr(engine, "__enter__"):
+        yield engine
+        return
+    with engine:  # one pool per engine, reused by all scenarios
         yield engine
 
 

@@ -1,0 +1,184 @@
+"""`DaftEngine`: a pipeline as a lazy Daft DataFrame.
+
+    engine = DaftEngine()                                   # local, multi-threaded
+    pipeline.map(inputs=read_parquet("in/*.parquet"), map_over="text", engine=engine)
+    frame = pipeline.map(..., engine=DaftEngine(collect=False))   # lazy: compose, write
+    frame.write_parquet("out/")
+
+Mapped inputs become columns; every other input is a constant bound into the functions.
+`collect=True` returns the list of per-item dicts the local engines return.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import daft
+from daft import col
+
+from ...exceptions import PlanningError
+from ...io import Column, dataset_of
+from ...plan import MapPlan, RunPlan
+from .compile import _ROW, Const, Names, Settings, build, constant_column
+from .types import input_column
+
+RUNNERS = ("native", "ray")
+
+
+class DaftEngine:
+    """Runs plans as lazy Daft DataFrames on the native runner or on Ray.
+
+    - `collect`: return Python results (True) or the lazy `daft.DataFrame` (False), whose
+      columns are the mapped inputs and the requested outputs.
+    - `runner`: "native" (this machine) or "ray"; `address` is the Ray cluster's.
+    - `partitions`: on Ray, split the input rows into this many partitions (the native
+      runner streams batches of rows through every function and ignores it).
+    - `max_concurrency`: async calls in flight per function, unless the node sets its own.
+    - `use_batch_udf`, `default_daft_config`: accepted for HyperNodes 0.4 code; nodes are
+      always batched here, and the config is applied with `daft.set_execution_config`.
+    """
+
+    reads_datasets = True  # Pipeline.map passes dataset columns through unread
+
+    def __init__(
+        self,
+        collect: bool = True,
+        runner: str = "native",
+        address: str | None = None,
+        partitions: int | None = None,
+        max_concurrency: int = 100,
+        cache: Any = None,
+        callbacks: list[Any] | None = None,
+        use_batch_udf: bool = True,
+        default_daft_config: dict[str, Any] | None = None,
+    ):
+        if runner not in RUNNERS:
+            raise ValueError(f"DaftEngine: runner must be one of {RUNNERS}, got {runner!r}")
+        if partitions is not None and partitions < 1:
+            raise ValueError(f"DaftEngine: partitions must be >= 1, got {partitions}")
+        if max_concurrency < 1:
+            raise ValueError(f"DaftEngine: max_concurrency must be >= 1, got {max_concurrency}")
+        self.collect = collect
+        self.runner = runner
+        self.address = address
+        self.partitions = partitions
+        self.max_concurrency = max_concurrency
+        self.cache = cache
+        self.callbacks = list(callbacks or [])
+        self.use_batch_udf = use_batch_udf
+        self.default_daft_config = dict(default_daft_config or {})
+
+    def lazy(self) -> DaftEngine:
+        """The same engine returning lazy DataFrames."""
+        lazy = object.__new__(DaftEngine)
+        lazy.__dict__.update(self.__dict__, collect=False)
+        return lazy
+
+    # -- the Engine protocol -------------------------------------------------------------------
+
+    def run(self, plan: RunPlan, inputs: dict[str, Any]) -> Any:
+        """One item: a one-row frame whose inputs are all constants."""
+        frame = daft.from_pydict({_ROW: [0]})
+        names: Names = {name: Const(value) for name, value in inputs.items()}
+        frame = self._outputs(self._build(frame, plan, names), plan.outputs, names, ())
+        if not self.collect:
+            return frame
+        return _records(frame, plan.outputs)[0]
+
+    def map(self, plan: MapPlan, inputs: dict[str, Any]) -> Any:
+        frame = self._source(plan, inputs)
+        names: Names = {name: name for name in plan.map_over}
+        names.update({k: Const(v) for k, v in inputs.items() if k not in plan.map_over})
+        frame = self._build(frame, plan.item, names)
+        frame = self._outputs(frame, plan.item.outputs, names, plan.map_over)
+        if not self.collect:
+            return frame
+        return _records(frame.exclude(*plan.map_over), plan.item.outputs)
+
+    async def arun(self, plan: RunPlan, inputs: dict[str, Any]) -> Any:
+        import asyncio
+
+        return await asyncio.to_thread(self.run, plan, inputs)
+
+    async def amap(self, plan: MapPlan, inputs: dict[str, Any]) -> Any:
+        import asyncio
+
+        return await asyncio.to_thread(self.map, plan, inputs)
+
+    def __repr__(self) -> str:
+        return (
+            f"DaftEngine(collect={self.collect}, runner={self.runner!r}, "
+            f"address={self.address!r}, partitions={self.partitions})"
+        )
+
+    # -- building frames -----------------------------------------------------------------------
+
+    def _build(self, frame: daft.DataFrame, plan: RunPlan, names: Names) -> daft.DataFrame:
+        use_runner(self.runner, self.address)
+        settings = Settings(self.max_concurrency, in_process=self.runner == "native")
+        return build(frame, plan, names, settings)
+
+    def _source(self, plan: MapPlan, inputs: dict[str, Any]) -> daft.DataFrame:
+        """The mapped inputs as the columns of a frame, one row per item."""
+        dataset = dataset_of(inputs, plan.map_over, "DaftEngine")
+        if dataset is not None and plan.map_mode == "zip":
+            frame = dataset.frame.select(*(col(inputs[n].name).alias(n) for n in plan.map_over))
+        else:
+            columns = _item_columns(inputs, plan)
+            frame = daft.from_pydict({n: input_column(values) for n, values in columns.items()})
+        if self.partitions and self.runner == "ray":  # the native runner streams batches
+            frame = frame.into_partitions(self.partitions)
+        return frame
+
+    def _outputs(
+        self, frame: daft.DataFrame, outputs: tuple[str, ...], names: Names, inputs: tuple[str, ...]
+    ) -> daft.DataFrame:
+        columns = [col(n) for n in inputs]
+        for name in outputs:
+            ref = names[name]
+            expr = constant_column(ref.value) if isinstance(ref, Const) else col(ref)
+            columns.append(expr.alias(name))
+        return frame.select(*columns)
+
+
+def _item_columns(inputs: dict[str, Any], plan: MapPlan) -> dict[str, list[Any]]:
+    """The mapped values of every item as lists (the product spelled out in product mode)."""
+    lists = {n: _as_list(inputs[n]) for n in plan.map_over}
+    if plan.map_mode == "zip":
+        return lists
+    rows = list(itertools.product(*lists.values()))
+    return {n: [row[i] for row in rows] for i, n in enumerate(plan.map_over)}
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, Column):  # product over dataset columns: read them
+        return value.dataset.frame.select(value.name).to_pydict()[value.name]
+    return value
+
+
+def _records(frame: daft.DataFrame, outputs: tuple[str, ...]) -> list[dict[str, Any]]:
+    columns = frame.to_pydict()
+    return [
+        dict(zip(outputs, row, strict=True))
+        for row in zip(*(columns[n] for n in outputs), strict=True)
+    ]
+
+
+def use_runner(runner: str, address: str | None) -> None:
+    """Make Daft run on `runner`; a process keeps the runner it started with."""
+    from daft.runners import _get_runner
+
+    current = _get_runner()
+    if current is None:
+        if runner == "native":
+            daft.set_runner_native()
+        else:
+            daft.set_runner_ray(address=address)
+        return
+    if current.name != runner:
+        raise PlanningError(
+            f"DaftEngine(runner={runner!r}): this process already runs Daft on the "
+            f"{current.name!r} runner, and Daft keeps one runner per process. Use "
+            f"runner={current.name!r} here, or run this pipeline in another process"
+        )
