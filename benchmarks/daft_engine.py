@@ -12,7 +12,8 @@ int64 column `x`, 0..n-1, 1,000,000 rows; 20,000 in --smoke), written to a temp 
   around the gather). A row-wise async `@daft.func` is reported for reference.
 - batch node (`pyarrow.compute.add(x, 1)` on a pyarrow Array), `DaftEngine(collect=False)`
   + `.to_arrow()` over the Parquet: <= 2x Daft's native `(col("x") + 1)` expression.
-Results are checked (row counts, sums, first and last values) so a wrong engine fails.
+Results are checked (row counts, first values, sums; every value for Python rows): an
+engine row with wrong results says WRONG and the script exits 1 after the table.
 """
 
 from hypernodes_daft._local_only import keep_local
@@ -24,6 +25,7 @@ import contextlib  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import daft  # noqa: E402
@@ -93,6 +95,25 @@ def write_dataset(directory: Path, n: int) -> str:
     return str(path)
 
 
+WRONG: list[str] = []  # engine rows whose results failed a check
+
+
+def engine_rows(report, workload, variant, timing, items, judged, check):
+    """One row per (baseline, budget) of `judged` for an engine measurement; when `check()`
+    finds wrong results the rows say WRONG (whatever the time) and the script exits 1 after
+    printing the table, so the other workloads are still measured."""
+    try:
+        check()
+        note = ""
+    except AssertionError as error:
+        note = f"WRONG RESULTS ({workload}): {str(error).removeprefix(variant + ': ')}"
+        WRONG.append(variant)
+    for baseline, budget in judged:
+        row = report.add(workload, variant, timing, items, baseline, budget, note=note)
+        if note:
+            row.verdict = "WRONG"
+
+
 def check_column(table: pa.Table, name: str, n: int, first: list[int], total: int, who: str):
     """`table[name]` has n rows, starts with `first`, ends like it should and sums to total."""
     assert table.num_rows == n, f"{who}: {table.num_rows} rows, expected {n}"
@@ -143,9 +164,9 @@ def chain_bench(report: Report, path: str, n: int, repeats: int):
 
         timing = best_of(lambda: lazy().to_arrow(), repeats)
     variant = label(**options) + " + .to_arrow()"
-    check_column(timing.result, "c", n, first, total, variant)
-    report.add(workload, variant, timing, n, udf_row, Budget("speedup_min", 20))
-    report.add(workload, variant, timing, n, loop_row, Budget("ratio_max", 3))
+    judged = ((udf_row, Budget("speedup_min", 20)), (loop_row, Budget("ratio_max", 3)))
+    check = partial(check_column, timing.result, "c", n, first, total, variant)
+    engine_rows(report, workload, variant, timing, n, judged, check)
 
     options = {"collect": True}
     with daft_engine(**options) as engine:
@@ -155,8 +176,9 @@ def chain_bench(report: Report, path: str, n: int, repeats: int):
             return pipeline.map(inputs=inputs, map_over="x", output_name="c", engine=engine)
 
         timing = best_of(collected, min(repeats, 3))
-    check_rows(timing.result, "c", expected, label(**options))
-    report.add(workload, label(**options) + ", to Python dicts", timing, n, loop_row)
+    variant = label(**options) + ", to Python dicts"
+    check = partial(check_rows, timing.result, "c", expected, variant)
+    engine_rows(report, workload, variant, timing, n, ((loop_row, None),), check)
 
 
 def gather(n: int):
@@ -190,15 +212,9 @@ def async_bench(report: Report, n: int, repeats: int):
         timing = best_of(
             lambda: pipeline.map(inputs={"x": xs}, map_over="x", engine=engine), repeats
         )
-    check_rows(timing.result, "y", xs, "DaftEngine()")
-    report.add(
-        workload,
-        "DaftEngine(), node max_concurrency=10000",
-        timing,
-        n,
-        base,
-        Budget("ratio_max", 1.3),
-    )
+    variant = "DaftEngine(), node max_concurrency=10000"
+    check = partial(check_rows, timing.result, "y", xs, variant)
+    engine_rows(report, workload, variant, timing, n, ((base, Budget("ratio_max", 1.3)),), check)
 
 
 def batch_bench(report: Report, path: str, n: int, repeats: int):
@@ -221,8 +237,8 @@ def batch_bench(report: Report, path: str, n: int, repeats: int):
 
         timing = best_of(lambda: lazy().to_arrow(), repeats)
     variant = label(**options) + " + .to_arrow()"
-    check_column(timing.result, "y", n, first, total, variant)
-    report.add(workload, variant, timing, n, base, Budget("ratio_max", 2))
+    check = partial(check_column, timing.result, "y", n, first, total, variant)
+    engine_rows(report, workload, variant, timing, n, ((base, Budget("ratio_max", 2)),), check)
 
 
 def main() -> int:
@@ -236,7 +252,11 @@ def main() -> int:
         chain_bench(report, path, rows, args.repeat)
         async_bench(report, items, slow)
         batch_bench(report, path, rows, args.repeat)
-    return report.finish()
+    code = report.finish()
+    if WRONG:
+        print(f"\nwrong results: {', '.join(WRONG)}", file=sys.stderr)
+        return 1
+    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,298 @@
+"""Plan steps run column-wise over the rows of one batch, as Python lists.
+
+A runner reads its arguments by name from `columns` (a dict of equal-length lists) or from
+its constants, and writes its outputs into `columns`:
+
+    runner = make_runner(group, constants, limit=100)
+    runner.compute(columns, n_rows)            # or: await runner.acompute(columns, n_rows)
+
+- `SyncNodes`: each node runs as `map(func, *columns)`: no per-row dict, no per-row Daft call.
+- `AsyncNode`: the rows awaited together on the running event loop, at most `limit` at once.
+- `BatchNode`: a `@node(batch=True)` node, called once with Arrow arrays.
+- `NestedInline`: a nested pipeline once per row: its inner plan over the same rows.
+- `NestedMap`: a nested pipeline mapped over lists: every row's items are flattened into one
+  batch (row and position kept), the inner plan runs over it, results are regrouped per row
+  in order. Inner async nodes therefore await the items of all rows together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from ..._batch import as_argument, as_values
+from ...exceptions import ExecutionError, summarize_inputs, wrap_error
+from ...plan import RunPlan, Step, check_map_inputs
+from ..local.sequential import compile_run
+from .groups import Group, plan_groups
+
+Columns = dict[str, Any]  # name -> list of values, one per row
+
+
+class _Call:
+    """One plain node over columns."""
+
+    def __init__(self, step: Step, constants: dict[str, Any]):
+        self.label = step.label
+        self.args = step.args
+        self.outputs = step.outputs
+        self.constants = constants
+        func = step.node.func
+        positional = step.args == tuple(step.node.root_args[: len(step.args)])
+        self.func: Callable[..., Any] = func if positional else _by_name(func, step.args)
+
+    def arguments(self, columns: Columns, n_rows: int) -> list[Any]:
+        constants = self.constants
+        return [
+            columns[a] if a in columns else itertools.repeat(constants[a], n_rows)
+            for a in self.args
+        ]
+
+    def failed(self, error: Exception, row: int, columns: Columns) -> ExecutionError:
+        values = {a: columns[a][row] if a in columns else self.constants[a] for a in self.args}
+        return wrap_error(error, self.label, summarize_inputs(values))
+
+    def store(self, columns: Columns, results: list[Any]) -> None:
+        if len(self.outputs) == 1:
+            columns[self.outputs[0]] = results
+            return
+        width = len(self.outputs)
+        for row, result in enumerate(results):
+            if not isinstance(result, (tuple, list)) or len(result) != width:
+                got = f"{len(result)} values" if isinstance(result, (tuple, list)) else repr(result)
+                error = ValueError(
+                    f"node declares {width} outputs {self.outputs} but returned {got}"
+                )
+                raise self.failed(error, row, columns) from error
+        for name, values in zip(self.outputs, zip(*results, strict=True), strict=True):
+            columns[name] = list(values)
+
+
+class SyncNodes:
+    """Consecutive sync nodes, each over whole columns."""
+
+    is_async = False
+
+    def __init__(self, steps: list[Step], constants: dict[str, Any]):
+        self.calls = [_Call(step, constants) for step in steps]
+
+    def compute(self, columns: Columns, n_rows: int) -> None:
+        for call in self.calls:
+            results: list[Any] = []
+            try:  # extend keeps what was computed, so len(results) is the failing row
+                results.extend(map(call.func, *call.arguments(columns, n_rows)))
+            except Exception as error:
+                raise call.failed(error, len(results), columns) from error
+            call.store(columns, results)
+
+
+class AsyncNode:
+    """One async node: every row awaited together, at most `limit` in flight."""
+
+    is_async = True
+
+    def __init__(self, step: Step, constants: dict[str, Any], limit: int):
+        self.call = _Call(step, constants)
+        self.limit = getattr(step.node, "max_concurrency", None) or limit
+
+    async def acompute(self, columns: Columns, n_rows: int) -> None:
+        func = self.call.func
+        rows = zip(*self.call.arguments(columns, n_rows), strict=False)
+        if n_rows <= self.limit:
+            awaitables = [func(*row) for row in rows]
+        else:
+            gate = asyncio.Semaphore(self.limit)
+
+            async def bounded(row: tuple[Any, ...]) -> Any:
+                async with gate:
+                    return await func(*row)
+
+            awaitables = [bounded(row) for row in rows]
+        results = await asyncio.gather(*awaitables, return_exceptions=True)
+        for row, result in enumerate(results):
+            if isinstance(result, Exception):
+                raise self.call.failed(result, row, columns) from result
+            if isinstance(result, BaseException):
+                raise result
+        self.call.store(columns, results)
+
+
+class BatchNode:
+    """One `@node(batch=True)` node, called once per batch with Arrow arrays."""
+
+    is_async = False
+
+    def __init__(self, step: Step, constants: dict[str, Any]):
+        self.call = _Call(step, constants)
+
+    def __call__(self, arrays: dict[str, Any], n_rows: int) -> list[Any]:
+        """The node's result per output, as returned (Arrow arrays, lists, numpy)."""
+        kwargs = {
+            a: arrays[a] if a in arrays else as_argument(self.call.constants[a], n_rows)
+            for a in self.call.args
+        }
+        try:
+            result = self.call.func(**kwargs)
+            return [result] if len(self.call.outputs) == 1 else list(result)
+        except Exception as error:
+            summary = summarize_inputs({a: f"<{n_rows} rows>" for a in arrays})
+            raise wrap_error(error, self.call.label, summary) from error
+
+    def compute(self, columns: Columns, n_rows: int) -> None:
+        arrays = {a: _array(columns[a]) for a in self.call.args if a in columns}
+        parts = self(arrays, n_rows)
+        for name, part in zip(self.call.outputs, parts, strict=True):
+            try:
+                columns[name] = as_values(part, n_rows, self.call.label)
+            except Exception as error:
+                raise wrap_error(error, self.call.label) from error
+
+
+class PlanRunner:
+    """A whole (inner) plan over columns."""
+
+    def __init__(self, plan: RunPlan, constants: dict[str, Any], limit: int):
+        self.constants = dict(constants)
+        self.runners: list[Any] = []
+        for group in plan_groups(plan, set(self.constants)):
+            if group.kind == "driver":
+                self.constants.update(run_on_driver(group.steps[0], self.constants))
+            else:
+                self.runners.append(make_runner(group, self.constants, limit))
+        self.is_async = any(r.is_async for r in self.runners)
+
+    def compute(self, columns: Columns, n_rows: int) -> None:
+        for runner in self.runners:
+            runner.compute(columns, n_rows)
+
+    async def acompute(self, columns: Columns, n_rows: int) -> None:
+        for runner in self.runners:
+            if runner.is_async:
+                await runner.acompute(columns, n_rows)
+            else:
+                runner.compute(columns, n_rows)
+
+    def column(self, name: str, columns: Columns, n_rows: int) -> list[Any]:
+        """An output's values, also when it is a constant."""
+        return columns[name] if name in columns else [self.constants[name]] * n_rows
+
+
+class _Nested:
+    """A nested pipeline: outer columns renamed in, the inner plan, outputs renamed out."""
+
+    def __init__(self, step: Step, constants: dict[str, Any], limit: int):
+        nested = step.nested
+        assert nested is not None
+        self.label = step.label
+        self.nested = nested
+        self.renamed = [(o, i) for o, i in nested.rename_in if o not in constants]
+        known = dict(nested.bound)  # inner values known now; columns override them per row
+        known.update({i: constants[o] for o, i in nested.rename_in if o in constants})
+        varying = {i for _, i in self.renamed} | set(nested.map_over)
+        self.known = known
+        fixed = {k: v for k, v in known.items() if k not in varying}
+        self.inner = PlanRunner(nested.item, fixed, limit)
+        self.is_async = self.inner.is_async
+
+    def compute(self, columns: Columns, n_rows: int) -> None:
+        inner, n_inner, counts = self.prepare(columns, n_rows)
+        try:
+            self.inner.compute(inner, n_inner)
+        except ExecutionError as error:
+            raise error.located(self.label) from error.original
+        self.finish(columns, inner, n_inner, counts)
+
+    async def acompute(self, columns: Columns, n_rows: int) -> None:
+        inner, n_inner, counts = self.prepare(columns, n_rows)
+        try:
+            await self.inner.acompute(inner, n_inner)
+        except ExecutionError as error:
+            raise error.located(self.label) from error.original
+        self.finish(columns, inner, n_inner, counts)
+
+    def prepare(self, columns: Columns, n_rows: int) -> tuple[Columns, int, list[int]]:
+        """The inner plan's columns, their length, and how many inner rows each row has."""
+        return {i: columns[o] for o, i in self.renamed}, n_rows, []
+
+    def finish(self, columns: Columns, inner: Columns, n_inner: int, counts: list[int]) -> None:
+        for inner_name, outer in self.nested.rename_out:
+            columns[outer] = self.inner.column(inner_name, inner, n_inner)
+
+
+class NestedInline(_Nested):
+    """A nested pipeline run once per row: the inner plan over the same rows."""
+
+
+class NestedMap(_Nested):
+    """A nested pipeline mapped over lists: every row's items flattened into one batch."""
+
+    def prepare(self, columns: Columns, n_rows: int) -> tuple[Columns, int, list[int]]:
+        nested = self.nested
+        given = {i: columns[o] for o, i in self.renamed}
+        repeated = [name for name in given if name not in nested.map_over]
+        flat: Columns = {name: [] for name in [*nested.map_over, *repeated]}
+        counts = []
+        label = f"nested pipeline '{self.label}'"
+        for row in range(n_rows):
+            values = {**self.known, **{name: column[row] for name, column in given.items()}}
+            check_map_inputs(label, values, nested.map_over, nested.map_mode)
+            lists = [values[name] for name in nested.map_over]
+            items = list(
+                zip(*lists, strict=True) if nested.map_mode == "zip" else itertools.product(*lists)
+            )
+            for name, column in zip(nested.map_over, zip(*items, strict=True), strict=False):
+                flat[name].extend(column)
+            for name in repeated:
+                flat[name].extend(itertools.repeat(values[name], len(items)))
+            counts.append(len(items))
+        return flat, sum(counts), counts
+
+    def finish(self, columns: Columns, inner: Columns, n_inner: int, counts: list[int]) -> None:
+        for inner_name, outer in self.nested.rename_out:
+            values = self.inner.column(inner_name, inner, n_inner)
+            grouped, start = [], 0
+            for count in counts:
+                grouped.append(values[start : start + count])
+                start += count
+            columns[outer] = grouped
+
+
+def make_runner(group: Group, constants: dict[str, Any], limit: int) -> Any:
+    """The runner for a group of steps (not "driver": those run at planning time)."""
+    step = group.steps[0]
+    if group.kind == "sync":
+        return SyncNodes(group.steps, constants)
+    if group.kind == "async":
+        return AsyncNode(step, constants, limit)
+    if group.kind == "batch":
+        return BatchNode(step, constants)
+    if group.kind == "nested":
+        return NestedInline(step, constants, limit)
+    return NestedMap(step, constants, limit)
+
+
+def run_on_driver(step: Step, constants: dict[str, Any]) -> dict[str, Any]:
+    """Run a step whose inputs are all constants, once, with the local node runtime."""
+    plan = RunPlan(step.label, (step,), ((0,),), step.args, step.outputs)
+    return compile_run(plan)({a: constants[a] for a in step.args})
+
+
+def _array(values: list[Any]) -> Any:
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return values  # Python objects Arrow cannot hold: the list itself
+
+
+def _by_name(func: Callable[..., Any], names: tuple[str, ...]) -> Callable[..., Any]:
+    """`func` called with keyword arguments from positional ones (keyword-only parameters,
+    or arguments that skip a defaulted parameter)."""
+
+    def call(*values: Any) -> Any:
+        return func(**dict(zip(names, values, strict=True)))
+
+    return call
