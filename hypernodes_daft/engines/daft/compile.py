@@ -79,20 +79,17 @@ def value_types(step: Step) -> dict[str, DataType]:
     return types
 
 
-def constant_column(value: Any) -> daft.Expression:
-    """A constant as a column expression: a literal when Arrow can hold it."""
+def constant_column(value: Any, rows: daft.Expression) -> daft.Expression:
+    """A constant as a column as long as `rows`: a literal when Arrow can hold it."""
     dtype = arrow_type(type(value))
     if dtype != PYTHON:
         return daft.lit(value)
 
     @daft.func.batch(return_dtype=PYTHON, use_process=False)
-    def repeat(rows: daft.Series) -> list[Any]:
-        return [value] * len(rows)
+    def repeat(rows: daft.Series) -> daft.Series:
+        return daft.Series.from_pylist([value] * len(rows), dtype=PYTHON)
 
-    return repeat(col(_ROW))
-
-
-_ROW = "__hypernodes_row"  # the one column of a `run`'s single-row frame
+    return repeat(rows)
 
 
 def _inline_nested(
@@ -127,7 +124,7 @@ def _add_function(
     outputs = [(o, f"{prefix}{o}", types[o]) for s in group.steps for o in s.outputs if o in needed]
     if not outputs:
         return frame
-    function = daft_function(runner, group.label, columns, outputs, settings.in_process)
+    function = daft_function(runner, group, columns, outputs, settings.in_process)
     expr = function(*(col(names[a]) for a in columns))
     for name, column, _ in outputs:
         names[name] = column

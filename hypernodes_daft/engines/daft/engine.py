@@ -20,17 +20,19 @@ from daft import col
 from ...exceptions import PlanningError
 from ...io import Column, dataset_of
 from ...plan import MapPlan, RunPlan
-from .compile import _ROW, Const, Names, Settings, build, constant_column
+from .compile import Const, Names, Settings, build, constant_column
 from .types import input_column
 
 RUNNERS = ("native", "ray")
+_ROW = "__hypernodes_row"
 
 
 class DaftEngine:
     """Runs plans as lazy Daft DataFrames on the native runner or on Ray.
 
     - `collect`: return Python results (True) or the lazy `daft.DataFrame` (False), whose
-      columns are the mapped inputs and the requested outputs.
+      columns are the mapped inputs (every column of a dataset, so ids come along) and
+      then the requested outputs.
     - `runner`: "native" (this machine) or "ray"; `address` is the Ray cluster's.
     - `partitions`: on Ray, split the input rows into this many partitions (the native
       runner streams batches of rows through every function and ignores it).
@@ -79,7 +81,7 @@ class DaftEngine:
 
     def run(self, plan: RunPlan, inputs: dict[str, Any]) -> Any:
         """One item: a one-row frame whose inputs are all constants."""
-        frame = daft.from_pydict({_ROW: [0]})
+        frame = daft.from_pydict({_ROW: [0]})  # one row, no mapped column
         names: Names = {name: Const(value) for name, value in inputs.items()}
         frame = self._outputs(self._build(frame, plan, names), plan.outputs, names, ())
         if not self.collect:
@@ -88,13 +90,13 @@ class DaftEngine:
 
     def map(self, plan: MapPlan, inputs: dict[str, Any]) -> Any:
         frame = self._source(plan, inputs)
+        kept = tuple(c for c in frame.column_names if c not in plan.item.outputs)
         names: Names = {name: name for name in plan.map_over}
         names.update({k: Const(v) for k, v in inputs.items() if k not in plan.map_over})
         frame = self._build(frame, plan.item, names)
-        frame = self._outputs(frame, plan.item.outputs, names, plan.map_over)
         if not self.collect:
-            return frame
-        return _records(frame.exclude(*plan.map_over), plan.item.outputs)
+            return self._outputs(frame, plan.item.outputs, names, kept)
+        return _records(self._outputs(frame, plan.item.outputs, names, ()), plan.item.outputs)
 
     async def arun(self, plan: RunPlan, inputs: dict[str, Any]) -> Any:
         import asyncio
@@ -122,8 +124,9 @@ class DaftEngine:
     def _source(self, plan: MapPlan, inputs: dict[str, Any]) -> daft.DataFrame:
         """The mapped inputs as the columns of a frame, one row per item."""
         dataset = dataset_of(inputs, plan.map_over, "DaftEngine")
-        if dataset is not None and plan.map_mode == "zip":
-            frame = dataset.frame.select(*(col(inputs[n].name).alias(n) for n in plan.map_over))
+        if dataset is not None and plan.map_mode == "zip":  # every column stays, e.g. ids
+            renamed = {n: col(inputs[n].name) for n in plan.map_over if inputs[n].name != n}
+            frame = dataset.frame.with_columns(renamed) if renamed else dataset.frame
         else:
             columns = _item_columns(inputs, plan)
             frame = daft.from_pydict({n: input_column(values) for n, values in columns.items()})
@@ -137,7 +140,10 @@ class DaftEngine:
         columns = [col(n) for n in inputs]
         for name in outputs:
             ref = names[name]
-            expr = constant_column(ref.value) if isinstance(ref, Const) else col(ref)
+            if isinstance(ref, Const):
+                expr = constant_column(ref.value, col(frame.column_names[0]))
+            else:
+                expr = col(ref)
             columns.append(expr.alias(name))
         return frame.select(*columns)
 

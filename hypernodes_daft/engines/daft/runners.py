@@ -18,6 +18,7 @@ its constants, and writes its outputs into `columns`:
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -89,34 +90,76 @@ class SyncNodes:
 
 
 class AsyncNode:
-    """One async node: every row awaited together, at most `limit` in flight."""
+    """One async node: every row awaited together, at most `limit` in flight at once in
+    this process (Daft runs a worker's async batches on one event loop, concurrently)."""
 
     is_async = True
 
     def __init__(self, step: Step, constants: dict[str, Any], limit: int):
         self.call = _Call(step, constants)
         self.limit = getattr(step.node, "max_concurrency", None) or limit
+        self._slots: dict[int, _Slots] = {}  # per event loop
 
     async def acompute(self, columns: Columns, n_rows: int) -> None:
         func = self.call.func
-        rows = zip(*self.call.arguments(columns, n_rows), strict=False)
-        if n_rows <= self.limit:
-            awaitables = [func(*row) for row in rows]
+        loop = id(asyncio.get_running_loop())
+        slots = self._slots.get(loop) or self._slots.setdefault(loop, _Slots(self.limit))
+        rows = self.call.arguments(columns, n_rows)
+        if slots.take(n_rows):  # the whole batch fits: no per-row wrapper
+            try:
+                results = await asyncio.gather(*map(func, *rows), return_exceptions=True)
+            finally:
+                slots.give(n_rows)
         else:
-            gate = asyncio.Semaphore(self.limit)
 
-            async def bounded(row: tuple[Any, ...]) -> Any:
-                async with gate:
+            async def bounded(*row: Any) -> Any:
+                await slots.wait()
+                try:
                     return await func(*row)
+                finally:
+                    slots.give(1)
 
-            awaitables = [bounded(row) for row in rows]
-        results = await asyncio.gather(*awaitables, return_exceptions=True)
+            results = await asyncio.gather(*map(bounded, *rows), return_exceptions=True)
         for row, result in enumerate(results):
             if isinstance(result, Exception):
                 raise self.call.failed(result, row, columns) from result
             if isinstance(result, BaseException):
                 raise result
         self.call.store(columns, results)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_slots": {}}  # slots belong to this process's event loop
+
+
+class _Slots:
+    """Permits for calls in flight on one event loop. Unlike a semaphore, a batch that fits
+    takes all its permits at once, so a batch under the limit costs what `gather` costs."""
+
+    def __init__(self, limit: int):
+        self.free = limit
+        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def take(self, n: int) -> bool:
+        if self.free >= n and not self.waiting:
+            self.free -= n
+            return True
+        return False
+
+    async def wait(self) -> None:
+        if self.take(1):
+            return
+        ticket = asyncio.get_running_loop().create_future()
+        self.waiting.append(ticket)
+        await ticket  # `give` hands its permit straight to this waiter
+
+    def give(self, n: int) -> None:
+        for _ in range(n):
+            while self.waiting and self.waiting[0].done():  # a cancelled waiter
+                self.waiting.popleft()
+            if self.waiting:
+                self.waiting.popleft().set_result(None)
+            else:
+                self.free += 1
 
 
 class BatchNode:

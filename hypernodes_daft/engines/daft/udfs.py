@@ -17,6 +17,7 @@ import daft
 from daft import DataType
 
 from ...exceptions import PlanningError, wrap_error
+from .groups import Group
 from .runners import BatchNode, Columns
 from .types import PYTHON, to_column
 
@@ -26,10 +27,17 @@ Output = tuple[str, str, DataType]  # (value name, column name, Daft type)
 class BatchFunction:
     """Calls a runner on one batch: Series -> Python lists -> runner -> output column(s)."""
 
-    def __init__(self, runner: Any, inputs: tuple[str, ...], outputs: list[Output]):
+    def __init__(
+        self,
+        runner: Any,
+        inputs: tuple[str, ...],
+        outputs: list[Output],
+        producers: dict[str, str],
+    ):
         self.runner = runner
         self.inputs = inputs
         self.outputs = outputs
+        self.producers = producers  # output name -> label of the node that returns it
         self.is_async = runner.is_async
         # a single typed batch node keeps its Arrow result: no detour through Python
         self.arrow_only = (
@@ -94,16 +102,19 @@ class BatchFunction:
         try:
             return to_column(columns[name], dtype)
         except Exception as error:  # pyarrow names the value that did not fit
-            raise TypeError(
+            mismatch = TypeError(
                 f"output '{name}' does not match its return type hint ({dtype}): {error}"
-            ) from error
+            )
+            raise wrap_error(mismatch, self.producers.get(name, name)) from error
 
 
 def daft_function(
-    runner: Any, label: str, inputs: tuple[str, ...], outputs: list[Output], in_process: bool
+    runner: Any, group: Group, inputs: tuple[str, ...], outputs: list[Output], in_process: bool
 ) -> Any:
     """A Daft batch function calling `runner`; several outputs come back as a struct."""
-    call = _portable(BatchFunction(runner, inputs, outputs), label, in_process)
+    producers = {o: s.label for s in group.steps for o in s.outputs}
+    label = group.label
+    call = _portable(BatchFunction(runner, inputs, outputs, producers), label, in_process)
     if len(outputs) == 1:
         dtype, unnest = outputs[0][2], False
     else:
