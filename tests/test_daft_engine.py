@@ -1007,3 +1007,21 @@ def test_constant_only_outputs_in_map_results():
     loads["n"] = 0
     assert pipeline.map(inputs, map_over="x", engine=DaftEngine()) == expected
     assert loads["n"] == 1
+
+
+def test_numpy_array_hint_becomes_a_tensor_column_and_round_trips():
+    import numpy.typing as npt
+
+    @node(output_name="vector")
+    def embed(x: int) -> npt.NDArray[np.float32]:
+        return np.full((3,), x, dtype=np.float32)
+
+    pipeline = Pipeline(nodes=[embed])
+    inputs = {"x": [1, 2]}
+    frame = pipeline.map(inputs=inputs, map_over="x", engine=DaftEngine(collect=False))
+    assert frame.schema()["vector"].dtype == DataType.tensor(DataType.float32())
+    daft_rows = pipeline.map(inputs=inputs, map_over="x", engine=DaftEngine())
+    local_rows = pipeline.map(inputs=inputs, map_over="x", engine=HypernodesEngine())
+    for got, want in zip(daft_rows, local_rows, strict=True):
+        assert got["vector"].dtype == np.float32
+        np.testing.assert_array_equal(got["vector"], want["vector"])

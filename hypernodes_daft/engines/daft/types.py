@@ -3,6 +3,7 @@
     arrow_type(int)              # DataType.int64()
     arrow_type(list[str])        # DataType.list(DataType.string())
     arrow_type(MyTypedDict)      # DataType.struct({...})
+    arrow_type(NDArray[np.float32])  # DataType.tensor(DataType.float32())
     arrow_type(MyDataclass)      # DataType.python(): it would come back as a dict
 
 A column of `DataType.python()` holds the Python objects themselves: always correct, but it
@@ -11,6 +12,7 @@ stays in the Python heap and cannot be written to Parquet.
 
 from __future__ import annotations
 
+import sys
 import types
 import typing
 from typing import Any
@@ -39,6 +41,11 @@ def arrow_type(hint: Any) -> DataType:
     if origin is list and len(args) == 1:
         inner = arrow_type(args[0])
         return PYTHON if inner == PYTHON else DataType.list(inner)
+    if _is_ndarray(origin) and len(args) == 2 and typing.get_args(args[1]):
+        import numpy as np
+
+        element = np.dtype(typing.get_args(args[1])[0])
+        return DataType.tensor(DataType.from_numpy_dtype(element))
     if typing.is_typeddict(hint):
         fields = {name: arrow_type(t) for name, t in typing.get_type_hints(hint).items()}
         if fields and PYTHON not in fields.values() and not hint.__optional_keys__:
@@ -71,8 +78,8 @@ def input_column(values: list[Any]) -> daft.Series:
 
 def to_column(values: list[Any], dtype: DataType) -> Any:
     """A node's output values as what a Daft batch function returns for `dtype`."""
-    if dtype == PYTHON:  # a Series, so that Daft does not infer a type from the values
-        return daft.Series.from_pylist(values, dtype=PYTHON)
+    if dtype == PYTHON or dtype.is_tensor():  # Daft builds these from Python values itself
+        return daft.Series.from_pylist(values, dtype=dtype)
     return pa.array(values, type=dtype.to_arrow_dtype())
 
 
@@ -82,3 +89,8 @@ def _strip_optional(hint: Any) -> Any:
         if len(args) == 1:
             return args[0]
     return hint
+
+
+def _is_ndarray(origin: Any) -> bool:
+    numpy = sys.modules.get("numpy")  # a hint naming numpy arrays means numpy is imported
+    return numpy is not None and origin is numpy.ndarray
