@@ -10,10 +10,12 @@ import time
 import pytest
 
 from hypernodes_daft import HypernodesEngine, Pipeline, node
+from hypernodes_daft.engines import DaftEngine  # the import path seed 001 uses
 
 SEQUENTIAL_ENGINES = [
     pytest.param(lambda: HypernodesEngine(), id="default"),
     pytest.param(lambda: HypernodesEngine(node_executor="sequential"), id="sequential"),
+    pytest.param(lambda: DaftEngine(collect=True), id="daft"),
 ]
 
 
