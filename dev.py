@@ -40,7 +40,7 @@ def ensure_environment() -> None:
     if not PYTHON.exists():
         print("dev.py: creating .venv", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    print("dev.py: installing hypernodes-daft[test] into .venv", flush=True)
+    print("dev.py: installing hypernodes-daft[dev] (test, ray, ruff) into .venv", flush=True)
     pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
     subprocess.run([*pip, "-e", f"{ROOT}[dev]"], check=True)

@@ -34,8 +34,9 @@ class DaftEngine:
       columns are the mapped inputs (every column of a dataset, so ids come along) and
       then the requested outputs.
     - `runner`: "native" (this machine) or "ray"; `address` is the Ray cluster's.
-    - `partitions`: on Ray, split the input rows into this many partitions (the native
-      runner streams batches of rows through every function and ignores it).
+    - `partitions`: on Ray, split the input rows into this many partitions (default for
+      lists: twice the cluster's CPUs; datasets keep Daft's split by file). The native
+      runner streams batches of rows through every function and ignores it.
     - `max_concurrency`: async calls in flight per function, unless the node sets its own.
     - `use_batch_udf`, `default_daft_config`: accepted for HyperNodes 0.4 code; nodes are
       always batched here, and the config is applied with `daft.set_execution_config`.
@@ -81,6 +82,7 @@ class DaftEngine:
 
     def run(self, plan: RunPlan, inputs: dict[str, Any]) -> Any:
         """One item: a one-row frame whose inputs are all constants."""
+        use_runner(self.runner, self.address)
         frame = daft.from_pydict({_ROW: [0]})  # one row, no mapped column
         names: Names = {name: Const(value) for name, value in inputs.items()}
         frame = self._outputs(self._build(frame, plan, names), plan.outputs, names, ())
@@ -89,6 +91,7 @@ class DaftEngine:
         return _records(frame, plan.outputs)[0]
 
     def map(self, plan: MapPlan, inputs: dict[str, Any]) -> Any:
+        use_runner(self.runner, self.address)  # before any frame exists: frames pick one
         frame = self._source(plan, inputs)
         kept = tuple(c for c in frame.column_names if c not in plan.item.outputs)
         names: Names = {name: name for name in plan.map_over}
@@ -117,7 +120,6 @@ class DaftEngine:
     # -- building frames -----------------------------------------------------------------------
 
     def _build(self, frame: daft.DataFrame, plan: RunPlan, names: Names) -> daft.DataFrame:
-        use_runner(self.runner, self.address)
         settings = Settings(self.max_concurrency, in_process=self.runner == "native")
         return build(frame, plan, names, settings)
 
@@ -130,6 +132,8 @@ class DaftEngine:
         else:
             columns = _item_columns(inputs, plan)
             frame = daft.from_pydict({n: input_column(values) for n, values in columns.items()})
+            if self.runner == "ray" and not self.partitions:  # one partition would use one CPU
+                frame = frame.into_partitions(_cluster_cpus(self.address) * 2)
         if self.partitions and self.runner == "ray":  # the native runner streams batches
             frame = frame.into_partitions(self.partitions)
         return frame
@@ -188,3 +192,11 @@ def use_runner(runner: str, address: str | None) -> None:
             f"{current.name!r} runner, and Daft keeps one runner per process. Use "
             f"runner={current.name!r} here, or run this pipeline in another process"
         )
+
+
+def _cluster_cpus(address: str | None) -> int:
+    import ray
+
+    if not ray.is_initialized():  # Daft connects lazily; connect as it would
+        ray.init(address=address, ignore_reinit_error=True)
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))

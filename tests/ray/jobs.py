@@ -1,0 +1,177 @@
+"""Jobs the Ray integration tests run, each in its own process: Daft keeps one runner per
+process, and the test session itself runs Daft on the native runner.
+
+    python tests/ray/jobs.py <job> <ray address> [argument]
+
+The last line printed is the job's report, as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from hypernodes_daft._local_only import keep_local
+
+keep_local()
+
+import cloudpickle  # noqa: E402
+import ray  # noqa: E402
+
+from hypernodes_daft import DaftEngine, Pipeline, node, stateful  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(TESTS))
+import scenarios  # noqa: E402
+
+# The workers have no copy of the tests: send the scenarios' functions by value.
+cloudpickle.register_pickle_by_value(scenarios)
+
+
+def where() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+def job_scenarios(engine: DaftEngine, _: str) -> dict:
+    """Every shared scenario: True when the result equals the oracle's."""
+    report = {}
+    for scenario in scenarios.SCENARIOS:
+        result = scenario.execute(engine)
+        if scenario.name == "python_objects":
+            ok = [r["index"] for r in result] == [{"a": 1, "b": 1}, {"c": 2}] and [
+                r["doc"].words for r in result
+            ] == [("a", "b"), ("c",)]
+        else:
+            ok = result == scenario.expected
+        report[scenario.name] = ok or repr(result)[:500]
+    return report
+
+
+def job_spread(engine: DaftEngine, _: str) -> dict:
+    """The node each row ran on; closures over driver values travel with the node. The
+    engine's default partitions (twice the cluster's CPUs) spread a list over the nodes."""
+    engine = DaftEngine(runner="ray", address=engine.address)
+    offset = 1000
+
+    @node(output_name="out")
+    def tag(x: int) -> str:
+        time.sleep(0.002)
+        return f"{x + offset}@{where()}"
+
+    rows = Pipeline(nodes=[tag]).map(inputs={"x": list(range(400))}, map_over="x", engine=engine)
+    values, nodes = zip(*(r["out"].split("@") for r in rows), strict=True)
+    return {"values": [int(v) for v in values], "rows_per_node": _count(nodes)}
+
+
+def job_async_bound(engine: DaftEngine, _: str) -> dict:
+    """Peak calls in flight per worker process of an async node with max_concurrency=3."""
+
+    @node(output_name="peak", max_concurrency=3)
+    async def slow(x: int) -> list:
+        state = _process_state()
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        await asyncio.sleep(0.02)
+        state["now"] -= 1
+        return [os.getpid(), state["peak"], x]
+
+    rows = Pipeline(nodes=[slow]).map(inputs={"x": list(range(120))}, map_over="x", engine=engine)
+    peaks: dict[str, int] = {}
+    for pid, peak, _x in (r["peak"] for r in rows):
+        peaks[str(pid)] = max(peaks.get(str(pid), 0), peak)
+    return {"peaks": peaks, "xs": [r["peak"][2] for r in rows]}
+
+
+@stateful
+class Model:
+    def __init__(self, weight: int):
+        _process_state()["inits"] += 1
+        self.weight = weight
+
+    def predict(self, x: int) -> int:
+        return x * self.weight
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def job_stateful(engine: DaftEngine, _: str) -> dict:
+    """How many times each worker process built the @stateful model."""
+
+    @node(output_name="y")
+    def predict(x: int, model: Model) -> list:
+        return [model.predict(x), os.getpid(), _process_state()["inits"]]
+
+    rows = Pipeline(nodes=[predict]).map(
+        inputs={"x": list(range(300)), "model": Model(3)}, map_over="x", engine=engine
+    )
+    inits = {str(pid): n for _, pid, n in (r["y"] for r in rows)}
+    return {"ys": [r["y"][0] for r in rows], "inits": inits}
+
+
+def job_switch(engine: DaftEngine, _: str) -> dict:
+    """Running on the native runner first, then asking for Ray, is a clear error."""
+    pipeline = Pipeline(nodes=[node(output_name="y")(lambda x: x)])
+    pipeline.map(inputs={"x": [1]}, map_over="x", engine=DaftEngine())
+    try:
+        pipeline.map(inputs={"x": [1]}, map_over="x", engine=engine)
+    except Exception as error:
+        return {"error": type(error).__name__, "message": str(error)}
+    return {"error": None}
+
+
+def job_unpicklable(engine: DaftEngine, _: str) -> dict:
+    """A node closing over a lock cannot travel to Ray workers: a clear error."""
+    lock = threading.Lock()
+
+    @node(output_name="y")
+    def guarded(x: int) -> int:
+        with lock:
+            return x
+
+    try:
+        Pipeline(nodes=[guarded]).map(inputs={"x": [1, 2]}, map_over="x", engine=engine)
+    except Exception as error:
+        return {"error": type(error).__name__, "message": str(error)}
+    return {"error": None}
+
+
+def job_fault(engine: DaftEngine, pid_dir: str) -> dict:
+    """A slow map whose worker processes announce themselves in `pid_dir` (the test kills
+    one of them mid-job)."""
+
+    @node(output_name="y")
+    def slow(x: int) -> int:
+        Path(pid_dir, str(os.getpid())).touch()
+        time.sleep(0.05)
+        return x * 2
+
+    rows = Pipeline(nodes=[slow]).map(inputs={"x": list(range(240))}, map_over="x", engine=engine)
+    return {"ys": [r["y"] for r in rows]}
+
+
+def _process_state() -> dict:
+    # one dict per worker process, kept on a module every process has
+    if not hasattr(threading, "_hypernodes_test_state"):
+        threading._hypernodes_test_state = {"now": 0, "peak": 0, "inits": 0}
+    return threading._hypernodes_test_state
+
+
+def _count(items) -> dict:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return counts
+
+
+JOBS = {name[4:]: job for name, job in globals().items() if name.startswith("job_")}
+
+if __name__ == "__main__":
+    job, address, argument = sys.argv[1], sys.argv[2], (sys.argv[3:] or [""])[0]
+    engine = DaftEngine(runner="ray", address=address, partitions=8)
+    print(json.dumps(JOBS[job](engine, argument)), flush=True)
