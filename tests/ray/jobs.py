@@ -1,9 +1,10 @@
 """Jobs the Ray integration tests run, each in its own process: Daft keeps one runner per
 process, and the test session itself runs Daft on the native runner.
 
-    python tests/ray/jobs.py <job> <ray address> [argument]
+    python tests/ray/jobs.py <job> <ray address, or - for none> [argument]
 
-The last line printed is the job's report, as JSON.
+The last line printed is the job's report, as JSON. With `-`, `DaftEngine(runner="ray")`
+finds the cluster itself, as in a script submitted with `ray job submit`.
 """
 
 from __future__ import annotations
@@ -173,5 +174,5 @@ JOBS = {name[4:]: job for name, job in globals().items() if name.startswith("job
 
 if __name__ == "__main__":
     job, address, argument = sys.argv[1], sys.argv[2], (sys.argv[3:] or [""])[0]
-    engine = DaftEngine(runner="ray", address=address, partitions=8)
+    engine = DaftEngine(runner="ray", address=None if address == "-" else address, partitions=8)
     print(json.dumps(JOBS[job](engine, argument)), flush=True)

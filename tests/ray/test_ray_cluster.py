@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from _cluster import job_command, job_environment, report
@@ -75,3 +79,53 @@ def test_killing_a_worker_process_mid_job_loses_no_row(ray_cluster, tmp_path):
     result = report(subprocess.CompletedProcess(command, job.returncode, out, err))
     assert result["ys"] == [2 * x for x in range(240)]
     assert {int(p.name) for p in announced.iterdir()} - before  # a new process took over
+
+
+def test_a_script_submitted_with_ray_job_submit_runs_on_the_cluster(tmp_path):
+    """The Ray Jobs way: `ray job submit -- python script.py`, the script's DaftEngine given
+    no address. A cluster of its own, with the dashboard (the Jobs API) on 127.0.0.1."""
+    cluster_utils = pytest.importorskip("ray.cluster_utils")
+    port = _free_port()
+    cluster = None
+    try:
+        cluster = cluster_utils.Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": 1,
+                "include_dashboard": True,
+                "dashboard_host": "127.0.0.1",
+                "dashboard_port": port,
+                # not the fixed default: another cluster on this machine may hold it
+                "dashboard_agent_listen_port": _free_port(),
+            },
+        )
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray_cli = Path(sys.executable).with_name("ray")
+        submit = [str(ray_cli), "job", "submit", "--address", f"http://127.0.0.1:{port}", "--"]
+        deadline = time.monotonic() + 120
+        while True:  # the head's job agent comes up a little after the cluster
+            done = subprocess.run(
+                [*submit, *job_command("spread", "-")],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env=job_environment(),
+            )
+            if "No available agent" not in done.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    line = next(x for x in reversed(done.stdout.splitlines()) if '"rows_per_node"' in x)
+    result = json.loads(line[line.index("{") :])
+    assert result["values"] == [x + 1000 for x in range(400)]
+    assert len(result["rows_per_node"]) == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
