@@ -52,9 +52,15 @@ class Column:
 
 
 def read_parquet(path: str | list[str], **options: Any) -> Dataset:
-    """A Parquet file, directory or glob as a lazy `Dataset` (`daft.read_parquet` options)."""
-    import daft
+    """A Parquet file, directory or glob as a lazy `Dataset` (`daft.read_parquet` options).
 
+    It does not choose Daft's runner (daft.read_parquet would lock in the native one), so a
+    `DaftEngine(runner="ray")` can still run the map on Ray afterwards.
+    """
+    import daft
+    from daft.runners import get_or_infer_runner_type
+
+    options.setdefault("_multithreaded_io", get_or_infer_runner_type() != "ray")
     return Dataset(daft.read_parquet(path, **options))
 
 

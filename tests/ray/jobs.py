@@ -115,6 +115,28 @@ def job_stateful(engine: DaftEngine, _: str) -> dict:
     return {"ys": [r["y"][0] for r in rows], "inits": inits}
 
 
+def job_dataset(engine: DaftEngine, directory: str) -> dict:
+    """A Parquet dataset opened before the first map still runs on Ray, every row once."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hypernodes_daft import read_parquet
+
+    for part in range(4):
+        ids = list(range(part * 50, part * 50 + 50))
+        pq.write_table(pa.table({"id": ids}), f"{directory}/part-{part}.parquet")
+    reviews = read_parquet(f"{directory}/*.parquet")
+
+    @node(output_name="tag")
+    def tag(id: int) -> str:
+        return f"{id}@{where()}"
+
+    pipeline = Pipeline(nodes=[tag])
+    rows = pipeline.map(inputs=reviews, map_over="id", engine=engine)
+    ids = sorted(int(r["tag"].split("@")[0]) for r in rows)
+    return {"ids": ids, "nodes": len({r["tag"].split("@")[1] for r in rows})}
+
+
 def job_switch(engine: DaftEngine, _: str) -> dict:
     """Running on the native runner first, then asking for Ray, is a clear error."""
     pipeline = Pipeline(nodes=[node(output_name="y")(lambda x: x)])

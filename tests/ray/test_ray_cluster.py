@@ -40,6 +40,11 @@ def test_stateful_resource_is_built_once_per_worker_process(run_job):
     assert result["inits"] and set(result["inits"].values()) == {1}, result["inits"]
 
 
+def test_parquet_dataset_opened_before_the_map_runs_on_ray(run_job, tmp_path):
+    result = run_job("dataset", str(tmp_path))
+    assert result["ids"] == list(range(200))
+
+
 def test_switching_runner_in_one_process_is_a_clear_error(run_job):
     result = run_job("switch")
     assert result["error"] == "PlanningError"
