@@ -10,6 +10,7 @@ Pipeline(nodes=[double]).map(inputs={"x": [1, 2, 3]}, map_over="x")
 # [{'doubled': 2}, {'doubled': 4}, {'doubled': 6}]
 """
 
+from .cache import DiskCache, MemoryCache
 from .engines import HypernodesEngine, SeqEngine
 from .exceptions import (
     CycleError,
@@ -46,6 +47,8 @@ __all__ = [
     "PipelineNode",
     "HypernodesEngine",
     "SeqEngine",
+    "DiskCache",
+    "MemoryCache",
     "RunPlan",
     "MapPlan",
     "HyperNodesError",

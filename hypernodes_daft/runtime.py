@@ -1,18 +1,20 @@
 """The node runtime: calling one plan step once. Every engine and executor goes through it,
 so inputs, outputs and errors behave the same everywhere (design.md, layer 3).
 
-    call = node_call(step, compile_inner=..., map_inner=...)
-    call(values)          # reads step.args from `values`, writes step.outputs into it
-    await call.acall(values)
+    calls = node_calls(plan, compile_inner=..., map_inner=..., services=Services(cache))
+    calls[0](values)      # reads the step's args from `values`, writes its outputs into it
+    await calls[0].acall(values)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ._batch import one_row
 from ._loop import run_coroutine
+from .cache import UnhashableInput, call_key, lineages, lookup, warn_unhashable
 from .exceptions import ExecutionError, summarize_inputs, wrap_error
 from .plan import NestedPlan, RunPlan, Step, check_map_inputs
 
@@ -21,13 +23,30 @@ RunItem = Callable[[Values], Values]
 MapItems = Callable[..., Any]  # (run_item, inputs, map_over, map_mode, n_items) -> results
 
 
+@dataclass(frozen=True)
+class Services:
+    """What node calls may use besides their inputs: the engine's cache (None: no cache)."""
+
+    cache: Any = None
+
+
+NO_SERVICES = Services()
+
+
 class NodeCall:
-    """Calls a plain node: build its keyword arguments, call it, store its outputs."""
+    """Calls a plain node: build its keyword arguments, call it, store its outputs.
 
-    __slots__ = ("label", "func", "args", "outputs", "single", "is_async")
+    With a cache, a call whose key (lineage + argument values) is stored is skipped and its
+    stored result used; a new result is stored after it passed every check.
+    """
 
-    def __init__(self, step: Step):
+    __slots__ = ("label", "func", "args", "outputs", "single", "is_async", "cache", "lineage")
+
+    def __init__(self, step: Step, lineage: str = "", services: Services = NO_SERVICES):
         self.label = step.label
+        cached = services.cache is not None and getattr(step.node, "cache", True)
+        self.cache = services.cache if cached else None
+        self.lineage = lineage
         self.func = step.node.func
         if getattr(step.node, "batch", False):
             self.func = one_row(self.func, step.label, len(step.outputs))
@@ -37,6 +56,9 @@ class NodeCall:
         self.is_async = step.is_async
 
     def __call__(self, values: Values) -> None:
+        key = self._key(values) if self.cache is not None else None
+        if key is not None and self._restore(key, values):
+            return
         try:
             result = self.func(**{a: values[a] for a in self.args})
             if self.is_async:
@@ -44,10 +66,15 @@ class NodeCall:
             self._store(values, result)
         except Exception as error:
             raise self._failed(error, values) from error
+        if key is not None:
+            self.cache.put(key, result)
 
     async def acall(self, values: Values) -> None:
         """Call from a coroutine, awaiting an async node natively. (The async executor runs
         sync nodes off the loop itself, in worker threads.)"""
+        key = self._key(values) if self.cache is not None else None
+        if key is not None and self._restore(key, values):
+            return
         try:
             result = self.func(**{a: values[a] for a in self.args})
             if self.is_async:
@@ -55,6 +82,21 @@ class NodeCall:
             self._store(values, result)
         except Exception as error:
             raise self._failed(error, values) from error
+        if key is not None:
+            self.cache.put(key, result)
+
+    def _key(self, values: Values) -> str | None:
+        try:
+            return call_key(self.lineage, {a: values[a] for a in self.args})
+        except UnhashableInput as error:
+            warn_unhashable(self.label, error)
+            return None
+
+    def _restore(self, key: str, values: Values) -> bool:
+        found, result = lookup(self.cache, key)
+        if found:
+            self._store(values, result)
+        return found
 
     def _store(self, values: Values, result: Any) -> None:
         if self.single is not None:
@@ -129,12 +171,18 @@ class NestedCall:
             values[outer] = [r[inner_name] for r in results]
 
 
-def node_call(
-    step: Step,
+def node_calls(
+    plan: RunPlan,
     compile_inner: Callable[[RunPlan], RunItem],
     map_inner: MapItems,
-) -> NodeCall | NestedCall:
-    """The runtime call for one step; nested pipelines are compiled with `compile_inner`."""
-    if step.nested is None:
-        return NodeCall(step)
-    return NestedCall(step, compile_inner(step.nested.item), map_inner)
+    services: Services = NO_SERVICES,
+) -> list[NodeCall | NestedCall]:
+    """The runtime call of each step of `plan`; nested pipelines are compiled with
+    `compile_inner` (their nodes are cached one by one, not the nested call as a whole)."""
+    keys = lineages(plan.steps) if services.cache is not None else [""] * len(plan.steps)
+    return [
+        NodeCall(step, key, services)
+        if step.nested is None
+        else NestedCall(step, compile_inner(step.nested.item), map_inner)
+        for step, key in zip(plan.steps, keys, strict=True)
+    ]

@@ -1,6 +1,6 @@
 """A plan -> a lazy Daft DataFrame.
 
-    frame = build(frame, plan, names, settings)     # names: value name -> column or Const
+    frame = build(frame, plan, names, setup)        # names: value name -> column or Const
 
 `build` asks `groups.plan_groups` how to split the plan's steps, then, per group: runs
 "driver" steps now (their outputs become constants), inlines "nested" pipelines (their
@@ -20,7 +20,7 @@ from daft import DataType, col
 
 from ...plan import RunPlan, Step
 from .groups import Group, plan_groups
-from .runners import BatchNode, make_runner, run_on_driver
+from .runners import BatchNode, Setup, make_runner, run_on_driver
 from .types import PYTHON, arrow_type, output_types
 from .udfs import daft_function
 
@@ -35,32 +35,26 @@ class Const:
 Names = dict[str, Any]  # value name -> column name (str) or Const
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What compiling needs from the engine."""
-
-    max_concurrency: int = 100
-    in_process: bool = True  # the native runner: Daft functions run in this process
-
-
 def build(
-    frame: daft.DataFrame, plan: RunPlan, names: Names, settings: Settings, prefix: str = ""
+    frame: daft.DataFrame, plan: RunPlan, names: Names, setup: Setup, prefix: str = ""
 ) -> daft.DataFrame:
     """Add the columns of `plan`'s outputs to `frame`; `names` gains where each output is."""
     constants = {name for name, ref in names.items() if isinstance(ref, Const)}
     groups = plan_groups(plan, constants)
+    keys = setup.lineages(plan)
     for index, group in enumerate(groups):
         needed = set(plan.outputs).union(*(s.args for g in groups[index + 1 :] for s in g.steps))
         if group.kind == "driver":
             step = group.steps[0]
             known = {a: names[a].value for a in step.args}
-            names.update({k: Const(v) for k, v in run_on_driver(step, known).items()})
+            outputs = run_on_driver(step, known, setup.services)
+            names.update({k: Const(v) for k, v in outputs.items()})
         elif group.kind == "nested":
             step = group.steps[0]
             inner_prefix = f"{prefix}{step.label}#{index}."
-            frame = _inline_nested(frame, step, names, settings, inner_prefix)
+            frame = _inline_nested(frame, step, names, setup, inner_prefix)
         else:
-            frame = _add_function(frame, group, names, needed, settings, prefix)
+            frame = _add_function(frame, group, names, needed, setup, prefix, keys)
     return frame
 
 
@@ -93,13 +87,13 @@ def constant_column(value: Any, rows: daft.Expression) -> daft.Expression:
 
 
 def _inline_nested(
-    frame: daft.DataFrame, step: Step, names: Names, settings: Settings, prefix: str
+    frame: daft.DataFrame, step: Step, names: Names, setup: Setup, prefix: str
 ) -> daft.DataFrame:
     nested = step.nested
     assert nested is not None
     inner: Names = {name: Const(value) for name, value in nested.bound.items()}
     inner.update({inner_name: names[outer] for outer, inner_name in nested.rename_in})
-    frame = build(frame, nested.item, inner, settings, prefix)
+    frame = build(frame, nested.item, inner, setup, prefix)
     names.update({outer: inner[inner_name] for inner_name, outer in nested.rename_out})
     return frame
 
@@ -109,14 +103,15 @@ def _add_function(
     group: Group,
     names: Names,
     needed: set[str],
-    settings: Settings,
+    setup: Setup,
     prefix: str,
+    keys: dict[int, str],
 ) -> daft.DataFrame:
     produced = {o for s in group.steps for o in s.outputs}
     reads = list(dict.fromkeys(a for s in group.steps for a in s.args if a not in produced))
     columns = tuple(a for a in reads if not isinstance(names[a], Const))
     constants = {a: names[a].value for a in reads if isinstance(names[a], Const)}
-    runner = make_runner(group, constants, settings.max_concurrency)
+    runner = make_runner(group, constants, setup, keys)
     types = {name: t for s in group.steps for name, t in value_types(s).items()}
     if isinstance(runner, BatchNode) and PYTHON in types.values():
         schema = frame.schema()
@@ -124,7 +119,7 @@ def _add_function(
     outputs = [(o, f"{prefix}{o}", types[o]) for s in group.steps for o in s.outputs if o in needed]
     if not outputs:
         return frame
-    function = daft_function(runner, group, columns, outputs, settings.in_process)
+    function = daft_function(runner, group, columns, outputs, setup.in_process)
     expr = function(*(col(names[a]) for a in columns))
     for name, column, _ in outputs:
         names[name] = column

@@ -20,7 +20,9 @@ from daft import col
 from ...exceptions import PlanningError
 from ...io import Column, dataset_of
 from ...plan import MapPlan, RunPlan
-from .compile import Const, Names, Settings, build, constant_column
+from ...runtime import Services
+from .compile import Const, Names, build, constant_column
+from .runners import Setup
 from .types import input_column
 
 RUNNERS = ("native", "ray")
@@ -120,8 +122,8 @@ class DaftEngine:
     # -- building frames -----------------------------------------------------------------------
 
     def _build(self, frame: daft.DataFrame, plan: RunPlan, names: Names) -> daft.DataFrame:
-        settings = Settings(self.max_concurrency, in_process=self.runner == "native")
-        return build(frame, plan, names, settings)
+        setup = Setup(self.max_concurrency, Services(self.cache), self.runner == "native")
+        return build(frame, plan, names, setup)
 
     def _source(self, plan: MapPlan, inputs: dict[str, Any]) -> daft.DataFrame:
         """The mapped inputs as the columns of a frame, one row per item."""

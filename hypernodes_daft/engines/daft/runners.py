@@ -3,7 +3,7 @@
 A runner reads its arguments by name from `columns` (a dict of equal-length lists) or from
 its constants, and writes its outputs into `columns`:
 
-    runner = make_runner(group, constants, limit=100)
+    runner = make_runner(group, constants, Setup(limit=100), keys={})
     runner.compute(columns, n_rows)            # or: await runner.acompute(columns, n_rows)
 
 - `SyncNodes`: each node runs as `map(func, *columns)`: no per-row dict, no per-row Daft call.
@@ -21,11 +21,14 @@ import asyncio
 import collections
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..._batch import as_argument, as_values
+from ...cache import UnhashableInput, call_key, lineages, lookup, warn_unhashable
 from ...exceptions import ExecutionError, summarize_inputs, wrap_error
 from ...plan import RunPlan, Step, check_map_inputs
+from ...runtime import NO_SERVICES, Services
 from ..local.sequential import compile_run
 from .groups import Group, plan_groups
 
@@ -35,11 +38,14 @@ Columns = dict[str, Any]  # name -> list of values, one per row
 class _Call:
     """One plain node over columns."""
 
-    def __init__(self, step: Step, constants: dict[str, Any]):
+    def __init__(self, step: Step, constants: dict[str, Any], services: Services, lineage: str):
         self.label = step.label
         self.args = step.args
         self.outputs = step.outputs
         self.constants = constants
+        cached = services.cache is not None and getattr(step.node, "cache", True)
+        self.cache = services.cache if cached else None
+        self.lineage = lineage
         func = step.node.func
         positional = step.args == tuple(step.node.root_args[: len(step.args)])
         self.func: Callable[..., Any] = func if positional else _by_name(func, step.args)
@@ -54,6 +60,34 @@ class _Call:
     def failed(self, error: Exception, row: int, columns: Columns) -> ExecutionError:
         values = {a: columns[a][row] if a in columns else self.constants[a] for a in self.args}
         return wrap_error(error, self.label, summarize_inputs(values))
+
+    def cached(self, columns: Columns, n_rows: int) -> tuple[list[Any], list[Any], list[int]]:
+        """Per row: the stored result or None, the key, and the rows still to compute."""
+        results: list[Any] = [None] * n_rows
+        keys: list[Any] = [None] * n_rows
+        missing = []
+        for row in range(n_rows):
+            try:
+                arguments = {
+                    a: columns[a][row] if a in columns else self.constants[a] for a in self.args
+                }
+                keys[row] = call_key(self.lineage, arguments)
+            except UnhashableInput as error:
+                warn_unhashable(self.label, error)
+            found = False
+            if keys[row] is not None:
+                found, results[row] = lookup(self.cache, keys[row])
+            if not found:
+                missing.append(row)
+        return results, keys, missing
+
+    def subset(self, columns: Columns, rows: list[int]) -> Columns:
+        return {a: [columns[a][row] for row in rows] for a in self.args if a in columns}
+
+    def save(self, keys: list[Any], rows: list[int], computed: list[Any]) -> None:
+        for row, result in zip(rows, computed, strict=True):
+            if keys[row] is not None:
+                self.cache.put(keys[row], result)
 
     def store(self, columns: Columns, results: list[Any]) -> None:
         if len(self.outputs) == 1:
@@ -76,17 +110,29 @@ class SyncNodes:
 
     is_async = False
 
-    def __init__(self, steps: list[Step], constants: dict[str, Any]):
-        self.calls = [_Call(step, constants) for step in steps]
+    def __init__(self, calls: list[_Call]):
+        self.calls = calls
 
     def compute(self, columns: Columns, n_rows: int) -> None:
         for call in self.calls:
-            results: list[Any] = []
-            try:  # extend keeps what was computed, so len(results) is the failing row
-                results.extend(map(call.func, *call.arguments(columns, n_rows)))
-            except Exception as error:
-                raise call.failed(error, len(results), columns) from error
+            if call.cache is None:
+                call.store(columns, self._rows(call, columns, n_rows))
+                continue
+            results, keys, missing = call.cached(columns, n_rows)
+            computed = self._rows(call, call.subset(columns, missing), len(missing))
+            for row, result in zip(missing, computed, strict=True):
+                results[row] = result
             call.store(columns, results)
+            call.save(keys, missing, computed)
+
+    @staticmethod
+    def _rows(call: _Call, columns: Columns, n_rows: int) -> list[Any]:
+        results: list[Any] = []
+        try:  # extend keeps what was computed, so len(results) is the failing row
+            results.extend(map(call.func, *call.arguments(columns, n_rows)))
+        except Exception as error:
+            raise call.failed(error, len(results), columns) from error
+        return results
 
 
 class AsyncNode:
@@ -95,12 +141,24 @@ class AsyncNode:
 
     is_async = True
 
-    def __init__(self, step: Step, constants: dict[str, Any], limit: int):
-        self.call = _Call(step, constants)
-        self.limit = getattr(step.node, "max_concurrency", None) or limit
+    def __init__(self, call: _Call, limit: int, max_concurrency: int | None):
+        self.call = call
+        self.limit = max_concurrency or limit
         self._slots: dict[int, _Slots] = {}  # per event loop
 
     async def acompute(self, columns: Columns, n_rows: int) -> None:
+        call = self.call
+        if call.cache is None:
+            call.store(columns, await self._rows(columns, n_rows))
+            return
+        results, keys, missing = call.cached(columns, n_rows)
+        computed = await self._rows(call.subset(columns, missing), len(missing))
+        for row, result in zip(missing, computed, strict=True):
+            results[row] = result
+        call.store(columns, results)
+        call.save(keys, missing, computed)
+
+    async def _rows(self, columns: Columns, n_rows: int) -> list[Any]:
         func = self.call.func
         loop = id(asyncio.get_running_loop())
         slots = self._slots.get(loop) or self._slots.setdefault(loop, _Slots(self.limit))
@@ -125,7 +183,7 @@ class AsyncNode:
                 raise self.call.failed(result, row, columns) from result
             if isinstance(result, BaseException):
                 raise result
-        self.call.store(columns, results)
+        return results
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_slots": {}}  # slots belong to this process's event loop
@@ -167,8 +225,8 @@ class BatchNode:
 
     is_async = False
 
-    def __init__(self, step: Step, constants: dict[str, Any]):
-        self.call = _Call(step, constants)
+    def __init__(self, call: _Call):
+        self.call = call
 
     def __call__(self, arrays: dict[str, Any], n_rows: int) -> list[Any]:
         """The node's result per output, as returned (Arrow arrays, lists, numpy)."""
@@ -184,26 +242,45 @@ class BatchNode:
             raise wrap_error(error, self.call.label, summary) from error
 
     def compute(self, columns: Columns, n_rows: int) -> None:
+        call = self.call
+        if call.cache is None:
+            columns.update(self._rows(columns, n_rows))
+            return
+        results, keys, missing = call.cached(columns, n_rows)
+        computed = self._rows(call.subset(columns, missing), len(missing))
+        rows = list(zip(*(computed[name] for name in call.outputs), strict=True))
+        single = len(call.outputs) == 1
+        fresh = [row[0] if single else row for row in rows]
+        for row, result in zip(missing, fresh, strict=True):
+            results[row] = result
+        call.store(columns, results)
+        call.save(keys, missing, fresh)
+
+    def _rows(self, columns: Columns, n_rows: int) -> Columns:
         arrays = {a: _array(columns[a]) for a in self.call.args if a in columns}
         parts = self(arrays, n_rows)
-        for name, part in zip(self.call.outputs, parts, strict=True):
-            try:
-                columns[name] = as_values(part, n_rows, self.call.label)
-            except Exception as error:
-                raise wrap_error(error, self.call.label) from error
+        try:
+            return {
+                name: as_values(part, n_rows, self.call.label)
+                for name, part in zip(self.call.outputs, parts, strict=True)
+            }
+        except Exception as error:
+            raise wrap_error(error, self.call.label) from error
 
 
 class PlanRunner:
     """A whole (inner) plan over columns."""
 
-    def __init__(self, plan: RunPlan, constants: dict[str, Any], limit: int):
+    def __init__(self, plan: RunPlan, constants: dict[str, Any], setup: Setup):
         self.constants = dict(constants)
         self.runners: list[Any] = []
+        keys = setup.lineages(plan)
         for group in plan_groups(plan, set(self.constants)):
             if group.kind == "driver":
-                self.constants.update(run_on_driver(group.steps[0], self.constants))
+                outputs = run_on_driver(group.steps[0], self.constants, setup.services)
+                self.constants.update(outputs)
             else:
-                self.runners.append(make_runner(group, self.constants, limit))
+                self.runners.append(make_runner(group, self.constants, setup, keys))
         self.is_async = any(r.is_async for r in self.runners)
 
     def compute(self, columns: Columns, n_rows: int) -> None:
@@ -225,7 +302,7 @@ class PlanRunner:
 class _Nested:
     """A nested pipeline: outer columns renamed in, the inner plan, outputs renamed out."""
 
-    def __init__(self, step: Step, constants: dict[str, Any], limit: int):
+    def __init__(self, step: Step, constants: dict[str, Any], setup: Setup):
         nested = step.nested
         assert nested is not None
         self.label = step.label
@@ -236,7 +313,7 @@ class _Nested:
         varying = {i for _, i in self.renamed} | set(nested.map_over)
         self.known = known
         fixed = {k: v for k, v in known.items() if k not in varying}
-        self.inner = PlanRunner(nested.item, fixed, limit)
+        self.inner = PlanRunner(nested.item, fixed, setup)
         self.is_async = self.inner.is_async
 
     def compute(self, columns: Columns, n_rows: int) -> None:
@@ -302,24 +379,39 @@ class NestedMap(_Nested):
             columns[outer] = grouped
 
 
-def make_runner(group: Group, constants: dict[str, Any], limit: int) -> Any:
+@dataclass(frozen=True)
+class Setup:
+    """What building runners needs from the engine."""
+
+    limit: int = 100  # async calls in flight per node, unless the node sets its own
+    services: Services = NO_SERVICES
+    in_process: bool = True  # the native runner: Daft functions run in this process
+
+    def lineages(self, plan: RunPlan) -> dict[int, str]:
+        """Each step's lineage (its cache key's first part), by step id; empty: no cache."""
+        if self.services.cache is None:
+            return {}
+        return {id(s): key for s, key in zip(plan.steps, lineages(plan.steps), strict=True)}
+
+
+def make_runner(group: Group, constants: dict[str, Any], setup: Setup, keys: dict[int, str]) -> Any:
     """The runner for a group of steps (not "driver": those run at planning time)."""
     step = group.steps[0]
+    if group.kind in ("nested", "map"):
+        kind = NestedInline if group.kind == "nested" else NestedMap
+        return kind(step, constants, setup)
+    calls = [_Call(s, constants, setup.services, keys.get(id(s), "")) for s in group.steps]
     if group.kind == "sync":
-        return SyncNodes(group.steps, constants)
+        return SyncNodes(calls)
     if group.kind == "async":
-        return AsyncNode(step, constants, limit)
-    if group.kind == "batch":
-        return BatchNode(step, constants)
-    if group.kind == "nested":
-        return NestedInline(step, constants, limit)
-    return NestedMap(step, constants, limit)
+        return AsyncNode(calls[0], setup.limit, getattr(step.node, "max_concurrency", None))
+    return BatchNode(calls[0])
 
 
-def run_on_driver(step: Step, constants: dict[str, Any]) -> dict[str, Any]:
+def run_on_driver(step: Step, constants: dict[str, Any], services: Services) -> dict[str, Any]:
     """Run a step whose inputs are all constants, once, with the local node runtime."""
     plan = RunPlan(step.label, (step,), ((0,),), step.args, step.outputs)
-    return compile_run(plan)({a: constants[a] for a in step.args})
+    return compile_run(plan, services)({a: constants[a] for a in step.args})
 
 
 def _array(values: list[Any]) -> Any:

@@ -42,6 +42,7 @@ class BatchFunction:
         # a single typed batch node keeps its Arrow result: no detour through Python
         self.arrow_only = (
             isinstance(runner, BatchNode)
+            and runner.call.cache is None  # a cache works row by row
             and len(runner.call.outputs) == 1
             and outputs[0][2] != PYTHON
         )

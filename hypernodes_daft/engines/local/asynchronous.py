@@ -16,7 +16,7 @@ from typing import Any
 
 from ...exceptions import ExecutionError
 from ...plan import RunPlan, iter_items
-from ...runtime import NodeCall, Values, node_call
+from ...runtime import NO_SERVICES, NodeCall, Services, Values, node_calls
 
 ARunItem = Callable[[Values], Awaitable[Values]]
 
@@ -65,7 +65,11 @@ class _SyncChain:
 
 
 def compile_arun(
-    plan: RunPlan, concurrent_nodes: bool, threads: Executor | None, max_concurrency: int
+    plan: RunPlan,
+    concurrent_nodes: bool,
+    threads: Executor | None,
+    max_concurrency: int,
+    services: Services = NO_SERVICES,
 ) -> ARunItem:
     """A coroutine function running `plan` on a dict of values and returning its outputs.
 
@@ -73,12 +77,12 @@ def compile_arun(
     """
 
     def compile_inner(inner: RunPlan) -> ARunItem:
-        return compile_arun(inner, concurrent_nodes, threads, max_concurrency)
+        return compile_arun(inner, concurrent_nodes, threads, max_concurrency, services)
 
     async def map_inner(run_item: ARunItem, inputs: Values, *spec: Any) -> list[Values]:
         return await amap_items(run_item, inputs, *spec, max_concurrency=max_concurrency)
 
-    calls = [node_call(step, compile_inner, map_inner) for step in plan.steps]
+    calls = node_calls(plan, compile_inner, map_inner, services)
     if concurrent_nodes:
         levels = [
             _segments([calls[i] for i in level], threads, chain=False) for level in plan.generations

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..._loop import run_coroutine
 from ...plan import MapPlan, RunPlan
-from ...runtime import RunItem, Values
+from ...runtime import RunItem, Services, Values
 from .asynchronous import ARunItem, amap_items, compile_arun
 from .parallel import map_parallel
 from .sequential import compile_run, map_items
@@ -67,6 +67,7 @@ class HypernodesEngine:
         self.max_workers = max_workers
         self.max_concurrency = max_concurrency
         self.cache = cache
+        self.services = Services(cache=cache)
         self.callbacks = list(callbacks or [])
         self._given = {
             "node": node_executor if isinstance(node_executor, Executor) else None,
@@ -85,7 +86,7 @@ class HypernodesEngine:
         if self.map_executor == "async":
             return run_coroutine(self._amap(plan, inputs))
         if self.map_executor == "parallel":
-            return map_parallel(self._pool("map"), self._workers(), plan, inputs)
+            return map_parallel(self._pool("map"), self._workers(), plan, inputs, self.services)
         run_item = self._item_runner(plan.item)
         if self.map_executor == "threaded":
             return map_threaded(self._pool("map"), run_item, *spec)
@@ -130,11 +131,11 @@ class HypernodesEngine:
     def _item_runner(self, plan: RunPlan) -> RunItem:
         """A synchronous function running one item with the node executor."""
         if self.node_executor == "threaded":
-            return compile_threaded(plan, self._pool("node"))
+            return compile_threaded(plan, self._pool("node"), self.services)
         if self.node_executor == "async":
             arun = self._async_runner(plan)
             return lambda values: run_coroutine(arun(values))
-        return compile_run(plan)
+        return compile_run(plan, self.services)
 
     def _async_runner(self, plan: RunPlan) -> ARunItem:
         """Kept per plan, so what the runner learned (which sync nodes are quick enough to
@@ -145,7 +146,9 @@ class HypernodesEngine:
         if len(self._async_runners) >= _KEPT_RUNNERS:
             self._async_runners.clear()
         concurrent_nodes = self.node_executor != "sequential"
-        runner = compile_arun(plan, concurrent_nodes, self._pool("io"), self.max_concurrency)
+        runner = compile_arun(
+            plan, concurrent_nodes, self._pool("io"), self.max_concurrency, self.services
+        )
         self._async_runners[id(plan)] = (plan, runner)
         return runner
 

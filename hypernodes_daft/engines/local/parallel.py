@@ -19,18 +19,21 @@ import cloudpickle
 
 from ...exceptions import ExecutionError, PlanningError, wrap_error
 from ...plan import MapPlan, RunPlan, iter_rows, make_item
-from ...runtime import RunItem, Values
+from ...runtime import RunItem, Services, Values
 from .sequential import compile_run
 
 _CHUNKS_PER_WORKER = 4
 _worker_cache: dict[str, Any] = {}  # in a worker process: key -> plan runner / shared inputs
 
 
-def map_parallel(pool: Executor, workers: int, plan: MapPlan, inputs: Values) -> list[Values]:
-    """Run the items of `plan` on the process pool; results in input order."""
+def map_parallel(
+    pool: Executor, workers: int, plan: MapPlan, inputs: Values, services: Services
+) -> list[Values]:
+    """Run the items of `plan` on the process pool; results in input order. The services
+    (a DiskCache is its path) travel with the plan."""
     if plan.n_items == 0:
         return []
-    plan_blob = _dumps_plan(plan.item)
+    plan_blob = _dumps_plan(plan.item, services)
     shared = {k: v for k, v in inputs.items() if k not in plan.map_over}
     shared_blob = _dumps_inputs(plan.item, shared)
     key = hashlib.sha256(plan_blob + shared_blob).hexdigest()
@@ -65,7 +68,7 @@ def _run_chunk(
         _worker_cache.clear()
         _worker_cache.update(
             key=key,
-            run=compile_run(cloudpickle.loads(plan_blob)),
+            run=compile_run(*cloudpickle.loads(plan_blob)),
             shared=cloudpickle.loads(shared_blob),
         )
     run: RunItem = _worker_cache["run"]
@@ -98,9 +101,9 @@ def _row_chunks(plan: MapPlan, inputs: Values, size: int) -> Iterator[tuple[int,
             raise _unpicklable_row(plan, chunk, start, err) from err
 
 
-def _dumps_plan(plan: RunPlan) -> bytes:
+def _dumps_plan(plan: RunPlan, services: Services) -> bytes:
     try:
-        return cloudpickle.dumps(plan)
+        return cloudpickle.dumps((plan, services))
     except Exception as err:
         for step in _all_steps(plan):
             func = getattr(step.node, "func", None)

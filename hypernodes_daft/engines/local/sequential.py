@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from ...exceptions import ExecutionError
 from ...plan import MapPlan, RunPlan, iter_items
-from ...runtime import RunItem, Values, node_call
+from ...runtime import NO_SERVICES, RunItem, Services, Values, node_calls
 
 
-def compile_run(plan: RunPlan) -> RunItem:
+def compile_run(plan: RunPlan, services: Services = NO_SERVICES) -> RunItem:
     """A function that runs `plan` on a dict of values (which it fills) and returns outputs.
 
     Everything that does not depend on the values is done here, once per plan.
     """
-    calls = [node_call(step, compile_run, map_items) for step in plan.steps]
+    calls = node_calls(plan, lambda inner: compile_run(inner, services), map_items, services)
     outputs = plan.outputs
 
     def run(values: Values) -> Values:

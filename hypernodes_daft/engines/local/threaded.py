@@ -7,13 +7,13 @@ from concurrent.futures import Executor, Future, wait
 
 from ...exceptions import ExecutionError
 from ...plan import RunPlan, iter_items
-from ...runtime import RunItem, Values, node_call
+from ...runtime import NO_SERVICES, RunItem, Services, Values, node_calls
 from .sequential import map_items
 
 
-def compile_threaded(plan: RunPlan, pool: Executor) -> RunItem:
+def compile_threaded(plan: RunPlan, pool: Executor, services: Services = NO_SERVICES) -> RunItem:
     """Like `compile_run`, but the nodes of one generation run concurrently on `pool`."""
-    calls = [node_call(s, lambda p: compile_threaded(p, pool), map_items) for s in plan.steps]
+    calls = node_calls(plan, lambda p: compile_threaded(p, pool, services), map_items, services)
     levels = [[calls[i] for i in level] for level in plan.generations]
     outputs = plan.outputs
 
