@@ -137,6 +137,29 @@ def job_dataset(engine: DaftEngine, directory: str) -> dict:
     return {"ids": ids, "nodes": len({r["tag"].split("@")[1] for r in rows})}
 
 
+def job_cache(engine: DaftEngine, directory: str) -> dict:
+    """A DiskCache on a path every worker reaches: the second map calls no node."""
+    from hypernodes_daft import DiskCache
+
+    calls = Path(directory, "calls")
+    calls.mkdir()
+
+    @node(output_name="y")
+    def square(x: int) -> int:
+        Path(calls, f"{x}-{os.getpid()}-{time.monotonic_ns()}").touch()
+        return x * x
+
+    cached = DaftEngine(runner="ray", address=engine.address, cache=DiskCache(f"{directory}/c"))
+    pipeline = Pipeline(nodes=[square])
+    first = pipeline.map(inputs={"x": list(range(60))}, map_over="x", engine=cached)
+    after_first = len(list(calls.iterdir()))
+    second = pipeline.map(inputs={"x": list(range(60))}, map_over="x", engine=cached)
+    return {
+        "same": first == second == [{"y": x * x} for x in range(60)],
+        "calls": [after_first, len(list(calls.iterdir()))],
+    }
+
+
 def job_switch(engine: DaftEngine, _: str) -> dict:
     """Running on the native runner first, then asking for Ray, is a clear error."""
     pipeline = Pipeline(nodes=[node(output_name="y")(lambda x: x)])

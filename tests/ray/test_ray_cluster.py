@@ -45,6 +45,12 @@ def test_parquet_dataset_opened_before_the_map_runs_on_ray(run_job, tmp_path):
     assert result["ids"] == list(range(200))
 
 
+def test_disk_cache_on_a_shared_path_serves_the_second_map(run_job, tmp_path):
+    result = run_job("cache", str(tmp_path))
+    assert result["same"]
+    assert result["calls"] == [60, 60]  # every row computed once, then served by workers
+
+
 def test_switching_runner_in_one_process_is_a_clear_error(run_job):
     result = run_job("switch")
     assert result["error"] == "PlanningError"
