@@ -16,13 +16,15 @@ Ray workers on a shared filesystem) never mix their bytes: the last rename wins 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import itertools
 import math
 import os
 import pickle
+import socket
 import threading
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ from typing import Any
 import cloudpickle
 
 from ._hashing import hash_code
+
+_HOST = socket.gethostname()
 
 
 class UnhashableInput(TypeError):
@@ -76,6 +80,8 @@ class DiskCache:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        self._shards: set[str] = set()  # shard directories known to exist
+        self._names = itertools.count()
 
     def lookup(self, key: str) -> tuple[bool, Any]:
         try:
@@ -87,15 +93,26 @@ class DiskCache:
             return False, None  # unreadable here (a class gone): computed again, rewritten
 
     def put(self, key: str, value: Any) -> None:
-        final = self._file(key)
-        final.parent.mkdir(exist_ok=True)
-        temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+        data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        shard = os.path.join(self.path, key[:2])
+        if shard not in self._shards:
+            os.makedirs(shard, exist_ok=True)
+            self._shards.add(shard)
+        # a name no other writer (thread, process, machine) uses at the same time
+        unique = f"{os.getpid()}-{threading.get_ident()}-{next(self._names)}-{_HOST}"
+        temporary = os.path.join(shard, f".{key}.{unique}.tmp")
         try:
-            with open(temporary, "wb") as entry:
-                entry.write(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-            os.replace(temporary, final)  # atomic: readers see the old entry or the new one
-        finally:
-            temporary.unlink(missing_ok=True)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(descriptor, data)
+            finally:
+                os.close(descriptor)
+            # atomic: readers see the old entry or the new one, never part of one
+            os.replace(temporary, os.path.join(shard, f"{key}.pkl"))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
 
     def get(self, key: str) -> Any:
         return self.lookup(key)[1]
@@ -110,7 +127,7 @@ class DiskCache:
     def __len__(self) -> int:
         return sum(1 for _ in self.path.glob("*/*.pkl"))
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[Any, ...]:  # a worker gets the path, not our state
         return (DiskCache, (str(self.path),))
 
     def __repr__(self) -> str:
