@@ -128,7 +128,8 @@ def node(
     Without `output_name` the function's name is the output name. `batch=True` marks a
     function over whole columns: it receives pyarrow Arrays (one value per item; `@stateful`
     objects stay scalars) and returns an array, list or numpy array of the same length.
-    `max_concurrency` bounds the calls of an async node in flight at once.
+    `max_concurrency` bounds the calls of the node in flight at once, across all items of a
+    map, in one process (on Daft/Ray: per worker process).
 
         @node(output_name=("quotient", "remainder"))
         def divide(a: int, b: int) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._batch import one_row
+from ._limits import limit_calls
 from ._loop import run_coroutine
 from .cache import UnhashableInput, call_key, lineages, lookup, warn_unhashable
 from .exceptions import ExecutionError, summarize_inputs, wrap_error
@@ -50,6 +51,9 @@ class NodeCall:
         self.func = step.node.func
         if getattr(step.node, "batch", False):
             self.func = one_row(self.func, step.label, len(step.outputs))
+        limit = getattr(step.node, "max_concurrency", None)
+        if limit is not None:
+            self.func = limit_calls(self.func, step.is_async, limit)
         self.args = step.args
         self.outputs = step.outputs
         self.single = step.outputs[0] if len(step.outputs) == 1 else None

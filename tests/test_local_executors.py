@@ -239,3 +239,53 @@ def test_quick_sync_nodes_move_onto_the_loop_and_slow_ones_stay_in_threads():
     assert [r["c"] for r in results] == list(range(40))
     assert threads["quick"][-1] == "hypernodes-event-loop"  # proved quick, then inline
     assert all(name.startswith("hypernodes-io") for name in threads["slow"])
+
+
+def _peak_recorder():
+    """A counter of calls in flight and its peak, safe across threads."""
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0}
+
+    def enter() -> None:
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+
+    def leave() -> None:
+        with lock:
+            state["now"] -= 1
+
+    return state, enter, leave
+
+
+def test_node_max_concurrency_bounds_an_async_node_across_items():
+    state, enter, leave = _peak_recorder()
+
+    @node(output_name="y", max_concurrency=3)
+    async def slow(x: int) -> int:
+        enter()
+        await asyncio.sleep(0.01)
+        leave()
+        return x
+
+    engine = HypernodesEngine(map_executor="async", max_concurrency=100)
+    result = Pipeline(nodes=[slow]).map(inputs={"x": list(range(30))}, map_over="x", engine=engine)
+    assert result == [{"y": x} for x in range(30)]
+    assert 1 < state["peak"] <= 3
+
+
+def test_node_max_concurrency_bounds_a_sync_node_on_threads():
+    state, enter, leave = _peak_recorder()
+
+    @node(output_name="y", max_concurrency=2)
+    def slow(x: int) -> int:
+        enter()
+        time.sleep(0.01)
+        leave()
+        return x
+
+    with HypernodesEngine(map_executor="threaded", max_workers=8) as engine:
+        pipeline = Pipeline(nodes=[slow])
+        result = pipeline.map(inputs={"x": list(range(24))}, map_over="x", engine=engine)
+    assert result == [{"y": x} for x in range(24)]
+    assert state["peak"] == 2

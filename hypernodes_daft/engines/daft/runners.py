@@ -18,13 +18,13 @@ its constants, and writes its outputs into `columns`:
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..._batch import as_argument, as_values
+from ..._limits import LoopSlots
 from ...cache import UnhashableInput, call_key, lineages, lookup, warn_unhashable
 from ...exceptions import ExecutionError, summarize_inputs, wrap_error
 from ...plan import RunPlan, Step, check_map_inputs
@@ -144,7 +144,7 @@ class AsyncNode:
     def __init__(self, call: _Call, limit: int, max_concurrency: int | None):
         self.call = call
         self.limit = max_concurrency or limit
-        self._slots: dict[int, _Slots] = {}  # per event loop
+        self._slots = LoopSlots(self.limit)
 
     async def acompute(self, columns: Columns, n_rows: int) -> None:
         call = self.call
@@ -160,8 +160,7 @@ class AsyncNode:
 
     async def _rows(self, columns: Columns, n_rows: int) -> list[Any]:
         func = self.call.func
-        loop = id(asyncio.get_running_loop())
-        slots = self._slots.get(loop) or self._slots.setdefault(loop, _Slots(self.limit))
+        slots = self._slots.here()
         rows = self.call.arguments(columns, n_rows)
         if slots.take(n_rows):  # the whole batch fits: no per-row wrapper
             try:
@@ -184,40 +183,6 @@ class AsyncNode:
             if isinstance(result, BaseException):
                 raise result
         return results
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_slots": {}}  # slots belong to this process's event loop
-
-
-class _Slots:
-    """Permits for calls in flight on one event loop. Unlike a semaphore, a batch that fits
-    takes all its permits at once, so a batch under the limit costs what `gather` costs."""
-
-    def __init__(self, limit: int):
-        self.free = limit
-        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    def take(self, n: int) -> bool:
-        if self.free >= n and not self.waiting:
-            self.free -= n
-            return True
-        return False
-
-    async def wait(self) -> None:
-        if self.take(1):
-            return
-        ticket = asyncio.get_running_loop().create_future()
-        self.waiting.append(ticket)
-        await ticket  # `give` hands its permit straight to this waiter
-
-    def give(self, n: int) -> None:
-        for _ in range(n):
-            while self.waiting and self.waiting[0].done():  # a cancelled waiter
-                self.waiting.popleft()
-            if self.waiting:
-                self.waiting.popleft().set_result(None)
-            else:
-                self.free += 1
 
 
 class BatchNode:
