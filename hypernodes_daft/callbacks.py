@@ -35,6 +35,7 @@ import contextvars
 import statistics
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -891,3 +892,15 @@ class _OtelSpans:
             f"node:{node_id}", attributes=attributes, start_time=end - int(seconds * 1e9)
         )
         span.end(end_time=end)
+
+
+def accepted_callbacks(callbacks: list[Any] | None) -> list[Any]:
+    """An engine's `callbacks=` argument. The engines do not fire them yet: say so rather
+    than let a progress bar or a metrics table stay silently empty."""
+    if callbacks:
+        warnings.warn(
+            "hypernodes_daft engines do not fire callbacks yet; the callbacks given are kept "
+            "but not called",
+            stacklevel=3,
+        )
+    return list(callbacks or [])

@@ -17,6 +17,7 @@ from typing import Any
 import daft
 from daft import col
 
+from ...callbacks import accepted_callbacks
 from ...exceptions import PlanningError
 from ...io import Column, dataset_of
 from ...plan import MapPlan, RunPlan
@@ -70,7 +71,7 @@ class DaftEngine:
         self.partitions = partitions
         self.max_concurrency = max_concurrency
         self.cache = cache
-        self.callbacks = list(callbacks or [])
+        self.callbacks = accepted_callbacks(callbacks)
         self.use_batch_udf = use_batch_udf
         self.default_daft_config = dict(default_daft_config or {})
 

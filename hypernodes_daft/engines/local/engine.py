@@ -16,6 +16,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 from ..._loop import run_coroutine
+from ...callbacks import accepted_callbacks
 from ...plan import MapPlan, RunPlan
 from ...runtime import RunItem, Services, Values
 from .asynchronous import ARunItem, amap_items, compile_arun
@@ -68,7 +69,7 @@ class HypernodesEngine:
         self.max_concurrency = max_concurrency
         self.cache = cache
         self.services = Services(cache=cache)
-        self.callbacks = list(callbacks or [])
+        self.callbacks = accepted_callbacks(callbacks)
         self._given = {
             "node": node_executor if isinstance(node_executor, Executor) else None,
             "map": map_executor if isinstance(map_executor, Executor) else None,
