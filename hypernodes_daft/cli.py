@@ -1,0 +1,225 @@
+"""The `hypernodes-daft` command: run a pipeline over a Parquet dataset, or inspect it.
+
+    hypernodes-daft run examples/text_pipeline.py:pipeline --input "data/*.parquet" --output out/
+    hypernodes-daft run my.py:pipeline --input in/ --output out/ --map-over text --set lang=en
+    hypernodes-daft inspect examples/text_pipeline.py:pipeline [--engine daft --input ...]
+
+`run` maps over the dataset's columns the pipeline reads (or those named by --map-over),
+writes the dataset's columns plus the pipeline's outputs as Parquet, and prints a summary.
+Errors are one line and a non-zero exit; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ._local_only import keep_local
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its files: reported in one line."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    keep_local()  # before Daft or Ray is imported
+    try:
+        return args.command(args)
+    except Exception as error:  # one line for the user; the traceback on request
+        if args.debug:
+            traceback.print_exc()
+        print(f"hypernodes-daft: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from .io import read_parquet, write_parquet
+
+    pipeline = load_pipeline(args.target)
+    bindings = parse_settings(args.set)
+    dataset = read_parquet(args.input)
+    inputs = {**dict(dataset), **bindings}
+    map_over = args.map_over or [c for c in dataset if c in pipeline.graph.root_args]
+    _check_columns(pipeline, dataset, map_over, bindings)
+    started = time.perf_counter()
+    files = write_parquet(
+        pipeline,
+        inputs,
+        args.output,
+        map_over=map_over,
+        output_name=args.outputs or None,
+        engine=make_engine(args),
+        write_mode="overwrite",
+    )
+    elapsed = time.perf_counter() - started
+    rows = _count_rows(files)
+    print(f"rows:     {rows}")
+    print(f"time:     {elapsed:.2f} s ({rows / elapsed:,.0f} rows/s)" if elapsed else "")
+    print(f"mapped:   {', '.join(map_over)}")
+    print(f"written:  {len(files)} file(s) under {args.output}")
+    return 0
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    pipeline = load_pipeline(args.target)
+    graph = pipeline.graph
+    print(f"pipeline {pipeline.label!r}")
+    print(f"  inputs:  {', '.join(graph.root_args)}")
+    print(f"  outputs: {', '.join(graph.available_output_names)}")
+    print("  nodes:")
+    for node in graph.execution_order:
+        outputs = ", ".join(node.output_names)
+        print(f"    {getattr(node, 'name', node)}({', '.join(node.root_args)}) -> {outputs}")
+    if args.engine == "daft":
+        from .io import read_parquet
+
+        if not args.input:
+            raise UsageError("inspect --engine daft needs --input, the dataset to plan over")
+        dataset = read_parquet(args.input)
+        bindings = parse_settings(args.set)
+        map_over = args.map_over or [c for c in dataset if c in graph.root_args]
+        _check_columns(pipeline, dataset, map_over, bindings)
+        engine = make_engine(args).lazy()
+        frame = pipeline.map({**dict(dataset), **bindings}, map_over=map_over, engine=engine)
+        frame.explain(show_all=False)
+    return 0
+
+
+def load_pipeline(target: str) -> Any:
+    """`path/to/file.py:name` -> the Pipeline object `name` defined in that file."""
+    from .pipeline import Pipeline
+
+    path_text, _, name = target.rpartition(":")
+    if not path_text or not name:
+        raise UsageError(f"expected FILE.py:NAME, got {target!r}")
+    path = Path(path_text)
+    if not path.is_file():
+        raise UsageError(f"no such file: {path}")
+    sys.path.insert(0, str(path.resolve().parent))  # the file's own imports work
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # worker processes find functions by module name
+    spec.loader.exec_module(module)
+    if not hasattr(module, name):
+        raise UsageError(f"{path} has no attribute {name!r}")
+    pipeline = getattr(module, name)
+    if callable(pipeline) and not isinstance(pipeline, Pipeline):
+        pipeline = pipeline()  # a factory such as build_pipeline
+    if not isinstance(pipeline, Pipeline):
+        raise UsageError(f"{target} is a {type(pipeline).__name__}, not a Pipeline")
+    return pipeline
+
+
+def parse_settings(settings: list[str]) -> dict[str, Any]:
+    """`--set name=value`: values are Python literals when they parse, else strings."""
+    values = {}
+    for setting in settings:
+        name, equals, text = setting.partition("=")
+        if not equals or not name:
+            raise UsageError(f"--set expects name=value, got {setting!r}")
+        try:
+            values[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            values[name] = text
+    return values
+
+
+def make_engine(args: argparse.Namespace) -> Any:
+    from .cache import DiskCache
+
+    cache = DiskCache(args.cache) if args.cache else None
+    if args.engine == "local":
+        from .engines.local import HypernodesEngine
+
+        return _LocalWriter(HypernodesEngine(cache=cache))
+    from .engines.daft import DaftEngine
+
+    return DaftEngine(runner=args.runner, address=args.address, cache=cache)
+
+
+class _LocalWriter:
+    """The local engine behind `write_parquet`: results become a Daft frame to write."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+
+    def lazy(self) -> _LocalWriter:
+        return self
+
+    def map(self, plan: Any, inputs: dict[str, Any]) -> Any:
+        import daft
+
+        rows = self.engine.map(plan, inputs)
+        columns = {name: inputs[name] for name in plan.map_over}
+        columns.update({name: [row[name] for row in rows] for name in plan.item.outputs})
+        return daft.from_pydict(columns)
+
+
+def _check_columns(
+    pipeline: Any, dataset: Any, map_over: list[str], bindings: dict[str, Any]
+) -> None:
+    missing = [c for c in map_over if c not in dataset]
+    if missing:
+        raise UsageError(
+            f"--map-over names {missing}, not columns of the dataset (columns: {list(dataset)})"
+        )
+    needed = pipeline.unfulfilled_args
+    absent = [a for a in needed if a not in dataset and a not in bindings]
+    if absent:
+        raise UsageError(
+            f"the pipeline needs {absent}: no such column in the dataset (columns: "
+            f"{list(dataset)}); pass them with --set name=value"
+        )
+
+
+def _count_rows(files: list[str]) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hypernodes-daft", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="{run,inspect}")
+    run = commands.add_parser("run", help="map a pipeline over a Parquet dataset, write Parquet")
+    run.set_defaults(command=run_command)
+    run.add_argument("--output", required=True, help="directory for the Parquet output")
+    run.add_argument("--outputs", nargs="+", help="the outputs to compute (default: all)")
+    inspect = commands.add_parser("inspect", help="print a pipeline's nodes, inputs and plan")
+    inspect.set_defaults(command=inspect_command)
+    for command in (run, inspect):
+        command.add_argument("target", help="FILE.py:NAME, the Pipeline (or a function making one)")
+        command.add_argument("--input", required=command is run, help="Parquet file, dir or glob")
+        command.add_argument("--map-over", nargs="+", help="columns to map over")
+        engine_help = "default: daft" if command is run else "daft: also print the Daft plan"
+        command.add_argument(
+            "--engine",
+            choices=["daft", "local"],
+            default="daft" if command is run else None,
+            help=engine_help,
+        )
+        command.add_argument("--runner", choices=["native", "ray"], default="native")
+        command.add_argument("--address", help="Ray cluster address (with --runner ray)")
+        command.add_argument("--cache", metavar="DIR", help="cache node results in DIR")
+        command.add_argument(
+            "--set", action="append", default=[], metavar="NAME=VALUE", help="a constant input"
+        )
+        command.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
