@@ -25,6 +25,7 @@ from .pipeline import Pipeline
 from .pipeline_node import PipelineNode
 from .plan import MapPlan, RunPlan
 from .stateful import stateful
+from .visualize import visualize
 
 
 def __getattr__(name: str) -> object:
@@ -60,4 +61,5 @@ __all__ = [
     "Dataset",
     "read_parquet",
     "write_parquet",
+    "visualize",
 ]

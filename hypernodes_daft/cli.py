@@ -77,6 +77,9 @@ def inspect_command(args: argparse.Namespace) -> int:
     for node in graph.execution_order:
         outputs = ", ".join(node.output_names)
         print(f"    {getattr(node, 'name', node)}({', '.join(node.root_args)}) -> {outputs}")
+    if args.graph:
+        pipeline.visualize(args.graph, depth=None)
+        print(f"  graph:   {args.graph}")
     if args.engine == "daft":
         from .io import read_parquet
 
@@ -200,6 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--outputs", nargs="+", help="the outputs to compute (default: all)")
     inspect = commands.add_parser("inspect", help="print a pipeline's nodes, inputs and plan")
     inspect.set_defaults(command=inspect_command)
+    inspect.add_argument("--graph", metavar="FILE.svg", help="draw the DAG to an SVG file")
     for command in (run, inspect):
         command.add_argument("target", help="FILE.py:NAME, the Pipeline (or a function making one)")
         command.add_argument("--input", required=command is run, help="Parquet file, dir or glob")

@@ -188,6 +188,20 @@ class Pipeline:
         """This pipeline as a node of another; see `PipelineNode`."""
         return PipelineNode(self, input_mapping, output_mapping, map_over, map_mode, cache, name)
 
+    def visualize(
+        self,
+        filename: str | None = None,
+        engine: str = "graphviz",
+        depth: int | None = 1,
+        orient: str = "TB",
+        **options: Any,
+    ) -> Any:
+        """Draw the DAG as SVG (inline in Jupyter; to `filename` when given); nested
+        pipelines expanded `depth - 1` levels (`None`: all). See `visualize.py`."""
+        from .visualize import visualize
+
+        return visualize(self, filename, engine, depth, orient, **options)
+
     def __repr__(self) -> str:
         parts = [f"name={self.name!r}"] if self.name else []
         parts.append(f"nodes={len(self.nodes)}")
