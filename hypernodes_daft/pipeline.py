@@ -16,6 +16,7 @@ pipeline.run(inputs={"x": 5}, output_name="doubled")  # only `double` runs
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from .exceptions import PlanningError
@@ -102,6 +103,39 @@ class Pipeline:
         values, map_over = self._map_inputs(inputs, map_over, engine)
         plan = self._map_plan(values, map_over, map_mode, output_name)
         return engine.map(plan, values)
+
+    def iter_map(
+        self,
+        inputs: Any = None,
+        map_over: str | list[str] | None = None,
+        map_mode: str = "zip",
+        output_name: str | list[str] | None = None,
+        engine: Any = None,
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """`map`, streamed: `(index, outputs)` per item as soon as it is done, without
+        holding every result (a million-item stream stays in bounded memory). Sequential
+        engines yield in order; concurrent ones in the order items finish; DaftEngine a
+        batch of rows at a time. Leaving the loop early stops the work not yet started.
+
+            for index, outputs in pipeline.iter_map(inputs={"url": urls}, map_over="url"):
+                save(index, outputs)
+        """
+        engine = engine or self.engine
+        values, map_over = self._map_inputs(inputs, map_over, engine)
+        return engine.iter_map(self._map_plan(values, map_over, map_mode, output_name), values)
+
+    def aiter_map(
+        self,
+        inputs: Any = None,
+        map_over: str | list[str] | None = None,
+        map_mode: str = "zip",
+        output_name: str | list[str] | None = None,
+        engine: Any = None,
+    ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+        """`iter_map` for async code: `async for index, outputs in pipeline.aiter_map(...)`."""
+        engine = engine or self.engine
+        values, map_over = self._map_inputs(inputs, map_over, engine)
+        return engine.aiter_map(self._map_plan(values, map_over, map_mode, output_name), values)
 
     async def arun(
         self,

@@ -12,6 +12,7 @@ Mapped inputs become columns; every other input is a constant bound into the fun
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import daft
@@ -94,15 +95,29 @@ class DaftEngine:
         return _records(frame, plan.outputs)[0]
 
     def map(self, plan: MapPlan, inputs: dict[str, Any]) -> Any:
-        use_runner(self.runner, self.address)  # before any frame exists: frames pick one
-        frame = self._source(plan, inputs)
-        kept = tuple(c for c in frame.column_names if c not in plan.item.outputs)
-        names: Names = {name: name for name in plan.map_over}
-        names.update({k: Const(v) for k, v in inputs.items() if k not in plan.map_over})
-        frame = self._build(frame, plan.item, names)
         if not self.collect:
-            return self._outputs(frame, plan.item.outputs, names, kept)
-        return _records(self._outputs(frame, plan.item.outputs, names, ()), plan.item.outputs)
+            return self._lazy_map(plan, inputs, None)
+        return _records(self._lazy_map(plan, inputs, ()), plan.item.outputs)
+
+    def iter_map(self, plan: MapPlan, inputs: dict[str, Any]) -> Iterator[tuple[int, Any]]:
+        """`(index, outputs)` per row, a partition at a time as Daft produces them."""
+        frame = self._lazy_map(plan, inputs, ())
+        index = 0
+        for partition in frame.iter_partitions():
+            columns = partition.to_pydict()
+            for row in zip(*(columns[n] for n in plan.item.outputs), strict=True):
+                yield index, dict(zip(plan.item.outputs, row, strict=True))
+                index += 1
+
+    async def aiter_map(
+        self, plan: MapPlan, inputs: dict[str, Any]
+    ) -> AsyncIterator[tuple[int, Any]]:
+        import asyncio
+
+        stream = self.iter_map(plan, inputs)
+        done = object()
+        while (entry := await asyncio.to_thread(next, stream, done)) is not done:
+            yield entry
 
     async def arun(self, plan: RunPlan, inputs: dict[str, Any]) -> Any:
         import asyncio
@@ -121,6 +136,19 @@ class DaftEngine:
         )
 
     # -- building frames -----------------------------------------------------------------------
+
+    def _lazy_map(
+        self, plan: MapPlan, inputs: dict[str, Any], kept: tuple[str, ...] | None
+    ) -> daft.DataFrame:
+        """The map as a lazy frame: the `kept` input columns (None: all) and the outputs."""
+        use_runner(self.runner, self.address)  # before any frame exists: frames pick one
+        frame = self._source(plan, inputs)
+        if kept is None:
+            kept = tuple(c for c in frame.column_names if c not in plan.item.outputs)
+        names: Names = {name: name for name in plan.map_over}
+        names.update({k: Const(v) for k, v in inputs.items() if k not in plan.map_over})
+        frame = self._build(frame, plan.item, names)
+        return self._outputs(frame, plan.item.outputs, names, kept)
 
     def _build(self, frame: daft.DataFrame, plan: RunPlan, names: Names) -> daft.DataFrame:
         setup = Setup(self.max_concurrency, Services(self.cache), self.runner == "native")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
@@ -20,8 +21,9 @@ from ...callbacks import accepted_callbacks
 from ...plan import MapPlan, RunPlan
 from ...runtime import RunItem, Services, Values
 from .asynchronous import ARunItem, amap_items, compile_arun
-from .parallel import map_parallel
+from .parallel import iter_parallel, map_parallel
 from .sequential import compile_run, map_items
+from .streaming import astream_items, stream_from_loop, stream_items, stream_threaded
 from .threaded import compile_threaded, map_threaded
 
 NODE_EXECUTORS = ("sequential", "async", "threaded")
@@ -93,6 +95,29 @@ class HypernodesEngine:
             return map_threaded(self._pool("map"), run_item, *spec)
         return map_items(run_item, *spec)
 
+    def iter_map(self, plan: MapPlan, inputs: Values) -> Iterator[tuple[int, Values]]:
+        """`(index, outputs)` per item as soon as it is done (in order when sequential)."""
+        spec = (inputs, plan.map_over, plan.map_mode)
+        if self.map_executor == "async":
+            return stream_from_loop(self._astream(plan, inputs))
+        if self.map_executor == "parallel":
+            return iter_parallel(self._pool("map"), self._workers(), plan, inputs, self.services)
+        run_item = self._item_runner(plan.item)
+        if self.map_executor == "threaded":
+            return stream_threaded(self._pool("map"), run_item, *spec, 2 * self._workers())
+        return stream_items(run_item, *spec)
+
+    async def aiter_map(self, plan: MapPlan, inputs: Values) -> AsyncIterator[tuple[int, Values]]:
+        """`iter_map` for async callers; the async executor streams on the caller's loop."""
+        if self.map_executor == "async":
+            async for entry in self._astream(plan, inputs):
+                yield entry
+            return
+        stream = self.iter_map(plan, inputs)
+        done = object()
+        while (entry := await asyncio.to_thread(next, stream, done)) is not done:
+            yield entry
+
     async def arun(self, plan: RunPlan, inputs: Values) -> Values:
         """`run` for async callers: async work runs on the caller's event loop."""
         if self.node_executor == "async" or plan.is_async:
@@ -162,6 +187,11 @@ class HypernodesEngine:
             plan.n_items,
             max_concurrency=self.max_concurrency,
         )
+
+    def _astream(self, plan: MapPlan, inputs: Values) -> AsyncIterator[tuple[int, Values]]:
+        arun_item = self._async_runner(plan.item)
+        spec = (inputs, plan.map_over, plan.map_mode)
+        return astream_items(arun_item, *spec, max_concurrency=self.max_concurrency)
 
     def _workers(self) -> int:
         return self.max_workers or os.cpu_count() or 1

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator
-from concurrent.futures import Executor
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from itertools import islice
 from typing import Any
 
 import cloudpickle
@@ -31,28 +32,46 @@ def map_parallel(
 ) -> list[Values]:
     """Run the items of `plan` on the process pool; results in input order. The services
     (a DiskCache is its path) travel with the plan."""
-    if plan.n_items == 0:
-        return []
+    results: list[Any] = [None] * (plan.n_items or 0)
+    for index, result in iter_parallel(pool, workers, plan, inputs, services):
+        results[index] = result
+    return results
+
+
+def iter_parallel(
+    pool: Executor, workers: int, plan: MapPlan, inputs: Values, services: Services
+) -> Iterator[tuple[int, Values]]:
+    """`(index, outputs)` per item, a chunk at a time as chunks finish; at most two chunks
+    per worker are pickled and in flight."""
+    if not plan.n_items:
+        return
     plan_blob = _dumps_plan(plan.item, services)
     shared = {k: v for k, v in inputs.items() if k not in plan.map_over}
     shared_blob = _dumps_inputs(plan.item, shared)
     key = hashlib.sha256(plan_blob + shared_blob).hexdigest()
     chunk_size = max(1, math.ceil(plan.n_items / (workers * _CHUNKS_PER_WORKER)))
-    futures = [
-        pool.submit(_run_chunk, key, plan_blob, shared_blob, plan.map_over, start, blob)
-        for start, blob in _row_chunks(plan, inputs, chunk_size)
-    ]
-    results: list[Values] = []
+    chunks = _row_chunks(plan, inputs, chunk_size)
+    running: dict[Future[bytes], int] = {}
+
+    def refill() -> None:
+        for start, blob in islice(chunks, 2 * workers - len(running)):
+            args = (key, plan_blob, shared_blob, plan.map_over, start, blob)
+            running[pool.submit(_run_chunk, *args)] = start
+
     try:
-        for future in futures:
-            status, payload = cloudpickle.loads(future.result())
-            if status == "error":
-                raise payload
-            results.extend(payload)
+        refill()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=running.__getitem__):  # earlier chunks first
+                start = running.pop(future)
+                status, payload = cloudpickle.loads(future.result())
+                if status == "error":
+                    raise payload
+                yield from enumerate(payload, start)
+            refill()
     finally:
-        for future in futures:
+        for future in running:
             future.cancel()
-    return results
 
 
 def _run_chunk(

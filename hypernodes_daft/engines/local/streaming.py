@@ -1,0 +1,154 @@
+"""Streaming maps: each item's result as soon as it is done, as `(index, outputs)`.
+
+    for index, outputs in pipeline.iter_map(inputs={"url": urls}, map_over="url"):
+        save(index, outputs)                    # results are never all held at once
+
+Items are started lazily and at most `window` are in flight, so a million-item stream holds
+a window of items, not a million results. Leaving the loop early cancels what has not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from itertools import islice
+from typing import Any
+
+from ..._loop import background_loop
+from ...exceptions import ExecutionError
+from ...plan import iter_items
+from ...runtime import RunItem, Values
+
+Streamed = tuple[int, Values]
+
+
+def stream_items(
+    run_item: RunItem, inputs: Values, map_over: tuple[str, ...], map_mode: str
+) -> Iterator[Streamed]:
+    """One item after another, in order."""
+    for index, item in enumerate(iter_items(inputs, map_over, map_mode)):
+        yield index, _located(run_item, item, index)
+
+
+def stream_threaded(
+    pool: Executor,
+    run_item: RunItem,
+    inputs: Values,
+    map_over: tuple[str, ...],
+    map_mode: str,
+    window: int,
+) -> Iterator[Streamed]:
+    """Items on `pool`, at most `window` in flight, yielded in the order they finish."""
+    items = enumerate(iter_items(inputs, map_over, map_mode))
+    running: dict[Future[Values], int] = {}
+
+    def refill() -> None:
+        for index, item in islice(items, window - len(running)):
+            running[pool.submit(_located, run_item, item, index)] = index
+
+    try:
+        refill()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield running.pop(future), future.result()
+            refill()
+    finally:
+        for future in running:
+            future.cancel()
+
+
+async def astream_items(
+    arun_item: Any,
+    inputs: Values,
+    map_over: tuple[str, ...],
+    map_mode: str,
+    max_concurrency: int,
+) -> AsyncIterator[Streamed]:
+    """Items as coroutines, at most `max_concurrency` in flight, in the order they finish."""
+    items = enumerate(iter_items(inputs, map_over, map_mode))
+    # bounded: workers wait while the consumer is behind, so memory stays bounded
+    finished: asyncio.Queue[tuple[int, Any, BaseException | None] | None] = asyncio.Queue(
+        maxsize=max_concurrency
+    )
+
+    async def worker() -> None:
+        for index, item in items:
+            try:
+                entry = (index, await arun_item(item), None)
+            except Exception as error:
+                entry = (index, None, error)
+            await finished.put(entry)
+            if entry[2] is not None:
+                break
+        await finished.put(None)  # this worker is done
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(max_concurrency)]
+    running = len(workers)
+    try:
+        while running:
+            entry = await finished.get()
+            if entry is None:
+                running -= 1
+                continue
+            index, result, error = entry
+            if isinstance(error, ExecutionError):
+                raise error.located(index) from error.original
+            if error is not None:
+                raise error
+            yield index, result
+    finally:
+        for task in workers:
+            task.cancel()
+
+
+def stream_from_loop(stream: AsyncIterator[Streamed], window: int = 1024) -> Iterator[Streamed]:
+    """An async stream, run on the background event loop and consumed from synchronous code
+    through a bounded queue (one hop per item would cost a loop round-trip each)."""
+    entries: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=window)
+    stopped = threading.Event()
+
+    def hand_over(entry: tuple[str, Any]) -> None:  # in a helper thread when the queue is full
+        while not stopped.is_set():
+            try:
+                entries.put(entry, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    async def pump() -> None:
+        try:
+            async for item in stream:
+                entry = ("item", item)
+                try:
+                    entries.put_nowait(entry)
+                except queue.Full:  # the consumer is behind: wait without blocking the loop
+                    await asyncio.to_thread(hand_over, entry)
+            outcome: tuple[str, Any] = ("done", None)
+        except Exception as error:
+            outcome = ("error", error)
+        await asyncio.to_thread(hand_over, outcome)
+
+    pumping = asyncio.run_coroutine_threadsafe(pump(), background_loop())
+    try:
+        while True:
+            kind, payload = entries.get()
+            if kind == "item":
+                yield payload
+            elif kind == "error":
+                raise payload
+            else:
+                return
+    finally:
+        stopped.set()
+        pumping.cancel()  # the stream's workers are cancelled with it
+
+
+def _located(run_item: RunItem, item: Values, index: int) -> Values:
+    try:
+        return run_item(item)
+    except ExecutionError as error:
+        raise error.located(index) from error.original
