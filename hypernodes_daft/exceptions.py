@@ -112,9 +112,18 @@ def wrap_error(
 ) -> ExecutionError:
     """Build the ExecutionError for `original` raised by `node_name`."""
     error_type = _error_type_for(type(original))
-    error = BaseException.__new__(error_type)
+    error = _blank(error_type)
     if error_type is not ExecutionError:  # `except QuotaError as e: e.limit` keeps working
         error.__dict__.update(getattr(original, "__dict__", {}))
     ExecutionError.__init__(error, original, node_name, inputs, path)
     error.__cause__ = original
     return error
+
+
+def _blank(error_type: type[ExecutionError]) -> ExecutionError:
+    """An instance made without calling the original type's __init__ (its arguments are
+    unknown); OSError and its kin (ConnectionError, TimeoutError) need their own __new__."""
+    try:
+        return error_type.__new__(error_type)
+    except TypeError:  # a __new__ that requires arguments
+        return BaseException.__new__(error_type)

@@ -69,6 +69,10 @@ class Node:
         cache: bool = True,
         batch: bool = False,
         max_concurrency: int | None = None,
+        retries: int = 0,
+        backoff: float = 0.1,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        timeout: float | None = None,
     ):
         if not callable(func):
             raise TypeError(f"Node needs a callable, got {func!r}")
@@ -77,6 +81,16 @@ class Node:
         self.cache = cache
         self.batch = batch
         self.max_concurrency = _positive_or_none(max_concurrency, "max_concurrency", func)
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(
+                f"node '{func.__name__}': retries must be an int >= 0, got {retries!r}"
+            )
+        if timeout is not None and timeout <= 0:
+            raise ValueError(
+                f"node '{func.__name__}': timeout must be > 0 seconds, got {timeout!r}"
+            )
+        self.retries, self.backoff, self.timeout = retries, backoff, timeout
+        self.retry_on = tuple(retry_on)
         self._output_name = output_name
         self.output_names = normalize_output_name(output_name, f"node '{self.name}'")
         self._root_args, self.defaults = _parameters(func, self.name)
@@ -122,6 +136,10 @@ def node(
     cache: bool = True,
     batch: bool = False,
     max_concurrency: int | None = None,
+    retries: int = 0,
+    backoff: float = 0.1,
+    retry_on: tuple[type[BaseException], ...] = (Exception,),
+    timeout: float | None = None,
 ) -> Any:
     """Turn a function into a `Node`: `@node`, `@node()`, `@node(output_name="y")`.
 
@@ -129,7 +147,9 @@ def node(
     function over whole columns: it receives pyarrow Arrays (one value per item; `@stateful`
     objects stay scalars) and returns an array, list or numpy array of the same length.
     `max_concurrency` bounds the calls of the node in flight at once, across all items of a
-    map, in one process (on Daft/Ray: per worker process).
+    map, in one process (on Daft/Ray: per worker process). `retries` re-calls the node when
+    it raises one of `retry_on`, waiting `backoff * 2**attempt` seconds plus jitter;
+    `timeout` fails a call after that many seconds (an async call is cancelled).
 
         @node(output_name=("quotient", "remainder"))
         def divide(a: int, b: int) -> tuple[int, int]:
@@ -138,8 +158,11 @@ def node(
     if callable(output_name):  # bare @node
         return Node(output_name, output_name.__name__, cache, batch, max_concurrency)
 
+    options = {"retries": retries, "backoff": backoff, "retry_on": retry_on, "timeout": timeout}
+
     def decorate(func: Callable[..., Any]) -> Node:
-        return Node(func, output_name or func.__name__, cache, batch, max_concurrency)
+        name = output_name or func.__name__
+        return Node(func, name, cache, batch, max_concurrency, **options)
 
     return decorate
 

@@ -15,6 +15,7 @@ from typing import Any
 from ._batch import one_row
 from ._limits import limit_calls
 from ._loop import run_coroutine
+from ._retries import with_retries, with_timeout
 from .cache import UnhashableInput, call_key, lineages, lookup, warn_unhashable
 from .exceptions import ExecutionError, summarize_inputs, wrap_error
 from .plan import NestedPlan, RunPlan, Step, check_map_inputs
@@ -51,9 +52,7 @@ class NodeCall:
         self.func = step.node.func
         if getattr(step.node, "batch", False):
             self.func = one_row(self.func, step.label, len(step.outputs))
-        limit = getattr(step.node, "max_concurrency", None)
-        if limit is not None:
-            self.func = limit_calls(self.func, step.is_async, limit)
+        self.func = resilient(self.func, step.node, step.is_async, bounded=True)
         self.args = step.args
         self.outputs = step.outputs
         self.single = step.outputs[0] if len(step.outputs) == 1 else None
@@ -173,6 +172,21 @@ class NestedCall:
     def _store_mapped(self, values: Values, results: list[Values]) -> None:
         for inner_name, outer in self.nested.rename_out:
             values[outer] = [r[inner_name] for r in results]
+
+
+def resilient(func: Callable[..., Any], node: Any, is_async: bool, bounded: bool) -> Any:
+    """`func` with the node's timeout per attempt, its concurrency bound (when `bounded`)
+    around an attempt, and its retries around all (a backoff wait holds no slot)."""
+    timeout = getattr(node, "timeout", None)
+    if timeout is not None:
+        func = with_timeout(func, is_async, timeout)
+    limit = getattr(node, "max_concurrency", None)
+    if bounded and limit is not None:
+        func = limit_calls(func, is_async, limit)
+    retries = getattr(node, "retries", 0)
+    if retries:
+        func = with_retries(func, retries, node.backoff, node.retry_on)
+    return func
 
 
 def node_calls(

@@ -196,3 +196,16 @@ def test_seq_engine_alias_and_unknown_executor():
     assert SeqEngine is HypernodesEngine
     with pytest.raises(ValueError, match="node_executor 'gpu'"):
         HypernodesEngine(node_executor="gpu")
+
+
+def test_os_errors_are_wrapped_and_keep_their_attributes():
+    """OSError and its subclasses have their own __new__: wrapping them must still work."""
+
+    @node(output_name="y")
+    def read(path: str) -> str:
+        raise FileNotFoundError(2, "No such file", path)
+
+    with pytest.raises(FileNotFoundError) as caught:
+        Pipeline(nodes=[read]).run(inputs={"path": "missing.txt"})
+    assert isinstance(caught.value, ExecutionError)
+    assert caught.value.original.filename == "missing.txt" and caught.value.node_name == "read"

@@ -28,7 +28,7 @@ from ..._limits import LoopSlots
 from ...cache import UnhashableInput, call_key, lineages, lookup, warn_unhashable
 from ...exceptions import ExecutionError, summarize_inputs, wrap_error
 from ...plan import RunPlan, Step, check_map_inputs
-from ...runtime import NO_SERVICES, Services
+from ...runtime import NO_SERVICES, Services, resilient
 from ..local.sequential import compile_run
 from .groups import Group, plan_groups
 
@@ -46,7 +46,8 @@ class _Call:
         cached = services.cache is not None and getattr(step.node, "cache", True)
         self.cache = services.cache if cached else None
         self.lineage = lineage
-        func = step.node.func
+        # the async bound is the AsyncNode's own (per batch); timeout and retries per row
+        func = resilient(step.node.func, step.node, step.is_async, bounded=False)
         positional = step.args == tuple(step.node.root_args[: len(step.args)])
         self.func: Callable[..., Any] = func if positional else _by_name(func, step.args)
 

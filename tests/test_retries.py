@@ -1,0 +1,116 @@
+"""`@node(retries=, backoff=, retry_on=, timeout=)`, the same on every engine."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from hypernodes_daft import DaftEngine, ExecutionError, HypernodesEngine, Pipeline, node
+
+ENGINES = {
+    "sequential": lambda: HypernodesEngine(),
+    "async": lambda: HypernodesEngine(map_executor="async"),
+    "threaded": lambda: HypernodesEngine(map_executor="threaded", max_workers=4),
+    "daft": lambda: DaftEngine(),
+}
+
+
+def flaky_node(failures: int, **options):
+    """A node failing its first `failures` calls per item with ConnectionError."""
+    attempts: dict[int, int] = {}
+    lock = threading.Lock()
+
+    @node(output_name="y", **options)
+    def fetch(x: int) -> int:
+        with lock:
+            attempts[x] = attempts.get(x, 0) + 1
+            failed = attempts[x] <= failures
+        if failed:
+            raise ConnectionError(f"transient {x}")
+        return x * 10
+
+    return fetch, attempts
+
+
+@pytest.mark.parametrize("name", sorted(ENGINES))
+def test_transient_failures_are_retried_until_success(name):
+    fetch, attempts = flaky_node(2, retries=3, backoff=0.001)
+    result = Pipeline(nodes=[fetch]).map({"x": [1, 2, 3]}, "x", engine=ENGINES[name]())
+    assert result == [{"y": 10}, {"y": 20}, {"y": 30}]
+    assert attempts == {1: 3, 2: 3, 3: 3}
+
+
+def test_exhausted_retries_raise_the_last_error():
+    fetch, attempts = flaky_node(5, retries=2, backoff=0.001)
+    with pytest.raises(ExecutionError) as caught:
+        Pipeline(nodes=[fetch]).map({"x": [7]}, "x")
+    assert isinstance(caught.value, ConnectionError) and attempts == {7: 3}
+
+
+def test_only_the_listed_exceptions_are_retried():
+    fetch, attempts = flaky_node(1, retries=3, backoff=0.001, retry_on=(TimeoutError,))
+    with pytest.raises(ConnectionError):
+        Pipeline(nodes=[fetch]).run({"x": 1})
+    assert attempts == {1: 1}
+
+
+def test_backoff_grows_between_attempts():
+    fetch, _ = flaky_node(3, retries=3, backoff=0.05)
+    started = time.perf_counter()
+    Pipeline(nodes=[fetch]).run({"x": 1})
+    # waits of about 0.05, 0.1 and 0.2 s, each plus up to 0.05 s of jitter
+    assert 0.35 <= time.perf_counter() - started < 1.5
+
+
+@pytest.mark.parametrize("name", ["sequential", "async", "daft"])
+def test_an_async_call_past_its_timeout_is_cancelled(name):
+    cancelled = []
+
+    @node(output_name="y", timeout=0.05)
+    async def slow(x: int) -> int:
+        try:
+            await asyncio.sleep(0 if x == 1 else 5)
+        except asyncio.CancelledError:
+            cancelled.append(x)
+            raise
+        return x
+
+    started = time.perf_counter()
+    with pytest.raises(TimeoutError):
+        Pipeline(nodes=[slow]).map({"x": [1, 2]}, "x", engine=ENGINES[name]())
+    assert time.perf_counter() - started < 3 and cancelled == [2]
+
+
+def test_a_sync_call_past_its_timeout_raises_timeout_error():
+    @node(output_name="y", timeout=0.05)
+    def slow(x: int) -> int:
+        time.sleep(0.5)
+        return x
+
+    started = time.perf_counter()
+    with pytest.raises(TimeoutError):
+        Pipeline(nodes=[slow]).run({"x": 1})
+    assert time.perf_counter() - started < 0.4
+
+
+def test_a_timed_out_attempt_is_retried():
+    calls = []
+
+    @node(output_name="y", timeout=0.05, retries=2, backoff=0.001, retry_on=(TimeoutError,))
+    async def sometimes_slow(x: int) -> int:
+        calls.append(x)
+        await asyncio.sleep(5 if len(calls) == 1 else 0)
+        return x
+
+    assert Pipeline(nodes=[sometimes_slow]).run({"x": 4}) == {"y": 4}
+    assert calls == [4, 4]
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="retries"):
+        node(output_name="y", retries=-1)(lambda x: x)
+    with pytest.raises(ValueError, match="timeout"):
+        node(output_name="y", timeout=0)(lambda x: x)
