@@ -10,6 +10,7 @@ Pipeline(nodes=[double]).map(inputs={"x": [1, 2, 3]}, map_over="x")
 # [{'doubled': 2}, {'doubled': 4}, {'doubled': 6}]
 """
 
+from ._retries import CircuitBreaker, CircuitOpenError
 from .cache import DiskCache, MemoryCache
 from .engines import HypernodesEngine, SeqEngine
 from .exceptions import (
@@ -62,4 +63,6 @@ __all__ = [
     "read_parquet",
     "write_parquet",
     "visualize",
+    "CircuitBreaker",
+    "CircuitOpenError",
 ]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -53,7 +55,99 @@ def with_retries(
     policy = {
         "stop": tenacity.stop_after_attempt(retries + 1),
         "wait": tenacity.wait_exponential(multiplier=backoff) + tenacity.wait_random(0, backoff),
-        "retry": tenacity.retry_if_exception_type(retry_on),
+        # an open circuit is not worth a retry: the breaker decides when to try again
+        "retry": tenacity.retry_if_exception_type(retry_on)
+        & tenacity.retry_if_not_exception_type(CircuitOpenError),
         "reraise": True,  # the node's own exception, not tenacity's RetryError
     }
     return tenacity.retry(**policy)(func)  # for coroutine functions it sleeps with asyncio
+
+
+class CircuitOpenError(RuntimeError):
+    """A node's circuit breaker is open: the call failed fast, without reaching the service."""
+
+
+class CircuitBreaker:
+    """Stops calling a service that keeps failing: after `failures` consecutive failed calls
+    every call fails fast with CircuitOpenError for `cooldown` seconds; then one probe call
+    goes through, and its success closes the circuit (its failure opens it again).
+
+        @node(output_name="reply", breaker=CircuitBreaker(failures=5, cooldown=30))
+        async def ask(prompt: str) -> str: ...
+
+    One breaker per node and process, shared by every item of a map.
+    """
+
+    def __init__(self, failures: int = 5, cooldown: float = 30.0):
+        if failures < 1 or cooldown <= 0:
+            raise ValueError("CircuitBreaker needs failures >= 1 and cooldown > 0")
+        self.failures = failures
+        self.cooldown = cooldown
+        self._lock = threading.Lock()
+        self._failed = 0  # consecutive failures
+        self._opened_at: float | None = None
+        self._probing = False
+
+    def admit(self) -> None:
+        """Let a call through, or raise CircuitOpenError."""
+        with self._lock:
+            if self._opened_at is None:
+                return
+            if time.monotonic() - self._opened_at >= self.cooldown and not self._probing:
+                self._probing = True  # half-open: this call is the probe
+                return
+        raise CircuitOpenError(
+            f"circuit open after {self.failures} consecutive failures; "
+            f"calls fail fast for {self.cooldown} s before a probe"
+        )
+
+    def record(self, succeeded: bool) -> None:
+        with self._lock:
+            self._probing = False
+            if succeeded:
+                self._failed, self._opened_at = 0, None
+                return
+            self._failed += 1
+            if self._opened_at is not None or self._failed >= self.failures:
+                self._opened_at = time.monotonic()  # (re)open: a failed probe waits again
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened_at is not None
+
+    def __getstate__(self) -> dict[str, Any]:  # another process starts closed
+        return {"failures": self.failures, "cooldown": self.cooldown}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["failures"], state["cooldown"])
+
+
+def with_breaker(func: Callable[..., Any], is_async: bool, breaker: CircuitBreaker) -> Any:
+    """`func` guarded by `breaker`."""
+    if is_async:
+
+        @functools.wraps(func)
+        async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+            breaker.admit()
+            try:
+                result = await func(*args, **kwargs)
+            except Exception:
+                breaker.record(False)
+                raise
+            breaker.record(True)
+            return result
+
+        return guarded_async
+
+    @functools.wraps(func)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        breaker.admit()
+        try:
+            result = func(*args, **kwargs)
+        except Exception:
+            breaker.record(False)
+            raise
+        breaker.record(True)
+        return result
+
+    return guarded

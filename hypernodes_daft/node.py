@@ -73,6 +73,7 @@ class Node:
         backoff: float = 0.1,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
+        breaker: Any = None,
     ):
         if not callable(func):
             raise TypeError(f"Node needs a callable, got {func!r}")
@@ -91,6 +92,7 @@ class Node:
             )
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
         self.retry_on = tuple(retry_on)
+        self.breaker = breaker
         self._output_name = output_name
         self.output_names = normalize_output_name(output_name, f"node '{self.name}'")
         self._root_args, self.defaults = _parameters(func, self.name)
@@ -140,6 +142,7 @@ def node(
     backoff: float = 0.1,
     retry_on: tuple[type[BaseException], ...] = (Exception,),
     timeout: float | None = None,
+    breaker: Any = None,
 ) -> Any:
     """Turn a function into a `Node`: `@node`, `@node()`, `@node(output_name="y")`.
 
@@ -149,7 +152,8 @@ def node(
     `max_concurrency` bounds the calls of the node in flight at once, across all items of a
     map, in one process (on Daft/Ray: per worker process). `retries` re-calls the node when
     it raises one of `retry_on`, waiting `backoff * 2**attempt` seconds plus jitter;
-    `timeout` fails a call after that many seconds (an async call is cancelled).
+    `timeout` fails a call after that many seconds (an async call is cancelled). A
+    `breaker=CircuitBreaker(failures, cooldown)` makes calls fail fast while a service is down.
 
         @node(output_name=("quotient", "remainder"))
         def divide(a: int, b: int) -> tuple[int, int]:
@@ -158,7 +162,13 @@ def node(
     if callable(output_name):  # bare @node
         return Node(output_name, output_name.__name__, cache, batch, max_concurrency)
 
-    options = {"retries": retries, "backoff": backoff, "retry_on": retry_on, "timeout": timeout}
+    options = {
+        "retries": retries,
+        "backoff": backoff,
+        "retry_on": retry_on,
+        "timeout": timeout,
+        "breaker": breaker,
+    }
 
     def decorate(func: Callable[..., Any]) -> Node:
         name = output_name or func.__name__

@@ -15,7 +15,7 @@ from typing import Any
 from ._batch import one_row
 from ._limits import limit_calls
 from ._loop import run_coroutine
-from ._retries import with_retries, with_timeout
+from ._retries import with_breaker, with_retries, with_timeout
 from .cache import UnhashableInput, call_key, lineages, lookup, warn_unhashable
 from .exceptions import ExecutionError, summarize_inputs, wrap_error
 from .plan import NestedPlan, RunPlan, Step, check_map_inputs
@@ -176,13 +176,17 @@ class NestedCall:
 
 def resilient(func: Callable[..., Any], node: Any, is_async: bool, bounded: bool) -> Any:
     """`func` with the node's timeout per attempt, its concurrency bound (when `bounded`)
-    around an attempt, and its retries around all (a backoff wait holds no slot)."""
+    and circuit breaker around an attempt, and its retries around all (a backoff wait holds
+    no slot)."""
     timeout = getattr(node, "timeout", None)
     if timeout is not None:
         func = with_timeout(func, is_async, timeout)
     limit = getattr(node, "max_concurrency", None)
     if bounded and limit is not None:
         func = limit_calls(func, is_async, limit)
+    breaker = getattr(node, "breaker", None)
+    if breaker is not None:
+        func = with_breaker(func, is_async, breaker)
     retries = getattr(node, "retries", 0)
     if retries:
         func = with_retries(func, retries, node.backoff, node.retry_on)

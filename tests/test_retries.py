@@ -8,7 +8,15 @@ import time
 
 import pytest
 
-from hypernodes_daft import DaftEngine, ExecutionError, HypernodesEngine, Pipeline, node
+from hypernodes_daft import (
+    CircuitBreaker,
+    CircuitOpenError,
+    DaftEngine,
+    ExecutionError,
+    HypernodesEngine,
+    Pipeline,
+    node,
+)
 
 ENGINES = {
     "sequential": lambda: HypernodesEngine(),
@@ -114,3 +122,61 @@ def test_bad_settings_are_refused():
         node(output_name="y", retries=-1)(lambda x: x)
     with pytest.raises(ValueError, match="timeout"):
         node(output_name="y", timeout=0)(lambda x: x)
+
+
+def test_circuit_breaker_fails_fast_while_the_service_is_down_then_probes():
+    service = {"up": False, "calls": 0}
+
+    @node(output_name="y", breaker=CircuitBreaker(failures=3, cooldown=0.2))
+    def call(x: int) -> int:
+        service["calls"] += 1
+        if not service["up"]:
+            raise ConnectionError("service down")
+        return x
+
+    pipeline = Pipeline(nodes=[call])
+    errors = []
+    for x in range(10):
+        with pytest.raises(Exception) as caught:
+            pipeline.run({"x": x})
+        errors.append(type(caught.value.original).__name__)
+    assert errors == ["ConnectionError"] * 3 + ["CircuitOpenError"] * 7
+    assert service["calls"] == 3  # the dead service saw 3 calls, not 10
+    time.sleep(0.25)
+    service["up"] = True  # after the cool-down one probe goes through and closes it
+    assert pipeline.run({"x": 1}) == {"y": 1} and pipeline.run({"x": 2}) == {"y": 2}
+    assert service["calls"] == 5
+
+
+def test_a_failed_probe_opens_the_circuit_again():
+    breaker = CircuitBreaker(failures=1, cooldown=0.05)
+    calls = []
+
+    @node(output_name="y", breaker=breaker)
+    def down(x: int) -> int:
+        calls.append(x)
+        raise ConnectionError("down")
+
+    pipeline = Pipeline(nodes=[down])
+    with pytest.raises(ConnectionError):
+        pipeline.run({"x": 1})
+    time.sleep(0.06)
+    with pytest.raises(ConnectionError):  # the probe
+        pipeline.run({"x": 2})
+    with pytest.raises(CircuitOpenError):  # open again, no call
+        pipeline.run({"x": 3})
+    assert calls == [1, 2] and breaker.is_open
+
+
+def test_retries_do_not_spin_on_an_open_circuit():
+    calls = []
+
+    @node(output_name="y", retries=5, backoff=0.01, breaker=CircuitBreaker(2, cooldown=60))
+    def down(x: int) -> int:
+        calls.append(x)
+        raise ConnectionError("down")
+
+    started = time.perf_counter()
+    with pytest.raises(CircuitOpenError):
+        Pipeline(nodes=[down]).run({"x": 1})
+    assert calls == [1, 1] and time.perf_counter() - started < 0.5
