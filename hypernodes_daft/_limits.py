@@ -1,4 +1,5 @@
-"""Bounding how many calls of one node are in flight (`@node(max_concurrency=N)`).
+"""Bounding how many calls of one node are in flight (`@node(max_concurrency=N)`) and how
+often they start (`@node(rate_limit=R)`, calls per second).
 
     bounded = limit_calls(func, is_async=True, limit=10)   # same signature, at most 10 at once
 
@@ -12,6 +13,7 @@ import asyncio
 import collections
 import functools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -86,3 +88,46 @@ def limit_calls(func: Callable[..., Any], is_async: bool, limit: int) -> Callabl
             return func(*args, **kwargs)
 
     return bounded
+
+
+class RateLimit:
+    """At most `per_second` call starts per second in this process, evenly spaced."""
+
+    def __init__(self, per_second: float):
+        self.interval = 1.0 / per_second
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def delay(self) -> float:
+        """Reserve the next start; how long to wait for it."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+            return start - now
+
+    def __getstate__(self) -> dict[str, Any]:  # another process keeps its own pace
+        return {"interval": self.interval}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(1.0 / state["interval"])
+
+
+def rate_limited(func: Callable[..., Any], is_async: bool, per_second: float) -> Any:
+    """`func` started at most `per_second` times a second."""
+    rate = RateLimit(per_second)
+    if is_async:
+
+        @functools.wraps(func)
+        async def paced_async(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(rate.delay())
+            return await func(*args, **kwargs)
+
+        return paced_async
+
+    @functools.wraps(func)
+    def paced(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(rate.delay())
+        return func(*args, **kwargs)
+
+    return paced

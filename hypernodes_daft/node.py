@@ -74,6 +74,7 @@ class Node:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         timeout: float | None = None,
         breaker: Any = None,
+        rate_limit: float | None = None,
     ):
         if not callable(func):
             raise TypeError(f"Node needs a callable, got {func!r}")
@@ -93,6 +94,9 @@ class Node:
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
         self.retry_on = tuple(retry_on)
         self.breaker = breaker
+        if rate_limit is not None and rate_limit <= 0:
+            raise ValueError(f"node '{self.name}': rate_limit must be > 0 calls/s")
+        self.rate_limit = rate_limit
         self._output_name = output_name
         self.output_names = normalize_output_name(output_name, f"node '{self.name}'")
         self._root_args, self.defaults = _parameters(func, self.name)
@@ -143,6 +147,7 @@ def node(
     retry_on: tuple[type[BaseException], ...] = (Exception,),
     timeout: float | None = None,
     breaker: Any = None,
+    rate_limit: float | None = None,
 ) -> Any:
     """Turn a function into a `Node`: `@node`, `@node()`, `@node(output_name="y")`.
 
@@ -153,7 +158,8 @@ def node(
     map, in one process (on Daft/Ray: per worker process). `retries` re-calls the node when
     it raises one of `retry_on`, waiting `backoff * 2**attempt` seconds plus jitter;
     `timeout` fails a call after that many seconds (an async call is cancelled). A
-    `breaker=CircuitBreaker(failures, cooldown)` makes calls fail fast while a service is down.
+    `breaker=CircuitBreaker(failures, cooldown)` makes calls fail fast while a service is down;
+    `rate_limit` caps call starts per second (per process).
 
         @node(output_name=("quotient", "remainder"))
         def divide(a: int, b: int) -> tuple[int, int]:
@@ -168,6 +174,7 @@ def node(
         "retry_on": retry_on,
         "timeout": timeout,
         "breaker": breaker,
+        "rate_limit": rate_limit,
     }
 
     def decorate(func: Callable[..., Any]) -> Node:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._batch import one_row
-from ._limits import limit_calls
+from ._limits import limit_calls, rate_limited
 from ._loop import run_coroutine
 from ._retries import with_breaker, with_retries, with_timeout
 from .cache import UnhashableInput, call_key, lineages, lookup, warn_unhashable
@@ -184,6 +184,9 @@ def resilient(func: Callable[..., Any], node: Any, is_async: bool, bounded: bool
     limit = getattr(node, "max_concurrency", None)
     if bounded and limit is not None:
         func = limit_calls(func, is_async, limit)
+    rate = getattr(node, "rate_limit", None)
+    if rate is not None:
+        func = rate_limited(func, is_async, rate)
     breaker = getattr(node, "breaker", None)
     if breaker is not None:
         func = with_breaker(func, is_async, breaker)

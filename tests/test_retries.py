@@ -180,3 +180,32 @@ def test_retries_do_not_spin_on_an_open_circuit():
     with pytest.raises(CircuitOpenError):
         Pipeline(nodes=[down]).run({"x": 1})
     assert calls == [1, 1] and time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize("name", ["sequential", "async", "threaded", "daft"])
+def test_rate_limit_spaces_call_starts(name):
+    starts = []
+    lock = threading.Lock()
+
+    @node(output_name="y", rate_limit=50)
+    def stamp(x: int) -> int:
+        with lock:
+            starts.append(time.monotonic())
+        return x
+
+    result = Pipeline(nodes=[stamp]).map({"x": list(range(11))}, "x", engine=ENGINES[name]())
+    assert result == [{"y": x} for x in range(11)]
+    starts.sort()
+    assert starts[-1] - starts[0] >= 10 / 50 * 0.9  # 10 intervals of 20 ms
+
+
+def test_rate_limit_paces_an_async_node_across_concurrent_items():
+    @node(output_name="y", rate_limit=100)
+    async def stamp(x: int) -> float:
+        return time.monotonic()
+
+    engine = HypernodesEngine(map_executor="async")
+    stamps = [
+        r["y"] for r in Pipeline(nodes=[stamp]).map({"x": list(range(21))}, "x", engine=engine)
+    ]
+    assert max(stamps) - min(stamps) >= 20 / 100 * 0.9
