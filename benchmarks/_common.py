@@ -14,15 +14,40 @@ Baselines are always measured in the same run; nothing here holds a reference nu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def check_failure(check: Callable[[], Any]) -> str | None:
+    """What `check()` asserted wrong, or None when the results are right."""
+    try:
+        check()
+    except AssertionError as error:
+        return str(error) or "check failed"
+    return None
+
+
+@contextlib.contextmanager
+def closing(engine: Any) -> Iterator[Any]:
+    """`engine`, shut down afterwards when it has pools to release."""
+    try:
+        yield engine
+    finally:
+        if hasattr(engine, "shutdown"):
+            engine.shutdown()
+
+
+def call_label(name: str, **options: Any) -> str:
+    """`name(option=value, ...)`, as the tables show an engine."""
+    return f"{name}(" + ", ".join(f"{k}={v!r}" for k, v in options.items()) + ")"
 
 
 def parse_args(description: str | None, default_repeat: int = 5) -> argparse.Namespace:
@@ -176,7 +201,12 @@ class Report:
         baseline: Row | None = None,
         budget: Budget | None = None,
         note: str = "",
+        wrong: str | None = None,
     ) -> Row:
+        """A measured row; with `wrong` (what a result check found) its verdict is WRONG,
+        whatever the time, and `finish` exits 1."""
+        if wrong:
+            note = f"WRONG RESULTS ({workload}): {wrong}" + (f"; {note}" if note else "")
         row = Row(
             workload,
             variant,
@@ -187,7 +217,9 @@ class Report:
             note=note,
             times=list(timing.times),
         )
-        if budget is not None:
+        if wrong:
+            row.verdict = "WRONG"
+        elif budget is not None:
             row.verdict = "smoke" if self.args.smoke else ("PASS" if budget.met(row) else "FAIL")
         self.rows.append(row)
         return row
@@ -245,6 +277,10 @@ class Report:
         failed = [r for r in self.rows if r.verdict == "FAIL"]
         if failed:
             print(f"\n{len(failed)} budget(s) failed", file=sys.stderr)
+        wrong = sorted({f"{r.workload} / {r.variant}" for r in self.rows if r.verdict == "WRONG"})
+        if wrong:
+            print(f"\nwrong results: {'; '.join(wrong)}", file=sys.stderr)
+            return 1  # a fast wrong answer is never a pass, smoke run or not
         return 1 if failed and self.args.strict else 0
 
     def write_json(self, path: str) -> None:

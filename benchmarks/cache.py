@@ -27,7 +27,6 @@ from hypernodes_daft._local_only import keep_local
 
 keep_local()  # before anything imports daft or ray: only 127.0.0.1 may be contacted
 
-import contextlib  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -35,7 +34,7 @@ from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from _common import Budget, Report, best_of, parse_args  # noqa: E402
+from _common import Budget, Report, best_of, check_failure, closing, parse_args  # noqa: E402
 
 from hypernodes_daft import DaftEngine, HypernodesEngine, Pipeline, node  # noqa: E402
 from hypernodes_daft.cache import DiskCache, MemoryCache, call_key  # noqa: E402
@@ -56,37 +55,11 @@ PIPELINE = Pipeline(nodes=[node(output_name="y")(slow_double)])
 UNCACHED = Pipeline(nodes=[node(output_name="y", cache=False)(slow_double)])  # warm-ups
 
 
-@contextlib.contextmanager
-def engine_of(make: Callable[..., Any], **options):
-    """`make(**options)`, closed afterwards if it is a context manager or has `shutdown()`."""
-    engine = make(**options)
-    if hasattr(engine, "__enter__"):
-        with engine:
-            yield engine
-    else:
-        try:
-            yield engine
-        finally:
-            if hasattr(engine, "shutdown"):
-                engine.shutdown()
-
-
-WRONG: list[str] = []  # rows whose results failed a check
-
-
 def add_checked(report, workload, variant, timing, items, check, baseline=None, budget=None):
     """A row for an engine measurement; when `check()` finds wrong results the row says
     WRONG (whatever the time) and the script exits 1 after printing the table."""
-    try:
-        check()
-        note = ""
-    except AssertionError as error:
-        note = f"WRONG RESULTS ({workload}): {error}"
-        WRONG.append(f"{workload} / {variant}")
-    row = report.add(workload, variant, timing, items, baseline, budget, note=note)
-    if note:
-        row.verdict = "WRONG"
-    return row
+    wrong = check_failure(check)
+    return report.add(workload, variant, timing, items, baseline, budget, wrong=wrong)
 
 
 def check_values(rows: Any, n: int) -> None:
@@ -120,7 +93,7 @@ def map_bench(
         """Start the engine (Daft's runner) with a few items of an uncached node."""
         check_values(UNCACHED.map(inputs={"x": xs[:10]}, map_over="x", engine=engine), 10)
 
-    with engine_of(make, **options) as engine:
+    with closing(make(**options)) as engine:
         warm_up(engine)
         cold = best_of(lambda: timed_map(engine), repeat=1, warmup=0, self_timed=True)
     result, calls = cold.result
@@ -132,7 +105,7 @@ def map_bench(
     directory = tmp / f"{name.split('(')[0]}-cold"  # new: the cold run starts empty
     assert not directory.exists()
     cache = DiskCache(directory)
-    with engine_of(make, cache=cache, **options) as engine:
+    with closing(make(cache=cache, **options)) as engine:
         warm_up(engine)
         assert len(cache) == 0, f"{directory} is not empty before the cold run"
         cold = best_of(lambda: timed_map(engine), repeat=1, warmup=0, self_timed=True)
@@ -263,11 +236,7 @@ def main() -> int:
             report, "DaftEngine(collect=True)", DaftEngine, {"collect": True}, n, root, args.repeat
         )
         ops_bench(report, keys, root, args.repeat)
-    code = report.finish()
-    if WRONG:
-        print(f"\nwrong results: {'; '.join(WRONG)}", file=sys.stderr)
-        return 1
-    return code
+    return report.finish()
 
 
 if __name__ == "__main__":

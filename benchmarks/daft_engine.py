@@ -21,7 +21,6 @@ from hypernodes_daft._local_only import keep_local
 keep_local()  # before anything imports daft or ray: only 127.0.0.1 may be contacted
 
 import asyncio  # noqa: E402
-import contextlib  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -32,7 +31,15 @@ import daft  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from _common import Budget, Report, best_of, parse_args  # noqa: E402
+from _common import (  # noqa: E402
+    Budget,
+    Report,
+    best_of,
+    call_label,
+    check_failure,
+    closing,
+    parse_args,
+)
 from daft import col  # noqa: E402
 
 from hypernodes_daft import DaftEngine, Pipeline, node, read_parquet  # noqa: E402
@@ -68,24 +75,8 @@ CHAIN = [
 ]
 
 
-@contextlib.contextmanager
-def daft_engine(**options):
-    """A `DaftEngine(**options)`, closed afterwards if it is a context manager or has
-    `shutdown()`."""
-    engine = DaftEngine(**options)
-    if hasattr(engine, "__enter__"):
-        with engine:
-            yield engine
-    else:
-        try:
-            yield engine
-        finally:
-            if hasattr(engine, "shutdown"):
-                engine.shutdown()
-
-
 def label(**options) -> str:
-    return "DaftEngine(" + ", ".join(f"{k}={v!r}" for k, v in options.items()) + ")"
+    return call_label("DaftEngine", **options)
 
 
 def write_dataset(directory: Path, n: int) -> str:
@@ -95,23 +86,15 @@ def write_dataset(directory: Path, n: int) -> str:
     return str(path)
 
 
-WRONG: list[str] = []  # engine rows whose results failed a check
-
-
 def engine_rows(report, workload, variant, timing, items, judged, check):
     """One row per (baseline, budget) of `judged` for an engine measurement; when `check()`
     finds wrong results the rows say WRONG (whatever the time) and the script exits 1 after
     printing the table, so the other workloads are still measured."""
-    try:
-        check()
-        note = ""
-    except AssertionError as error:
-        note = f"WRONG RESULTS ({workload}): {str(error).removeprefix(variant + ': ')}"
-        WRONG.append(variant)
+    wrong = check_failure(check)
+    if wrong:
+        wrong = wrong.removeprefix(variant + ": ")
     for baseline, budget in judged:
-        row = report.add(workload, variant, timing, items, baseline, budget, note=note)
-        if note:
-            row.verdict = "WRONG"
+        report.add(workload, variant, timing, items, baseline, budget, wrong=wrong)
 
 
 def check_column(table: pa.Table, name: str, n: int, first: list[int], total: int, who: str):
@@ -156,7 +139,7 @@ def chain_bench(report: Report, path: str, n: int, repeats: int):
 
     pipeline = Pipeline(nodes=CHAIN)
     options = {"collect": False}
-    with daft_engine(**options) as engine:
+    with closing(DaftEngine(**options)) as engine:
 
         def lazy():
             inputs = read_parquet(path)
@@ -169,7 +152,7 @@ def chain_bench(report: Report, path: str, n: int, repeats: int):
     engine_rows(report, workload, variant, timing, n, judged, check)
 
     options = {"collect": True}
-    with daft_engine(**options) as engine:
+    with closing(DaftEngine(**options)) as engine:
 
         def collected():
             inputs = read_parquet(path)
@@ -208,7 +191,7 @@ def async_bench(report: Report, n: int, repeats: int):
 
     echo_node = node(output_name="y", max_concurrency=10_000)(sleep_then_echo)
     pipeline = Pipeline(nodes=[echo_node])
-    with daft_engine() as engine:
+    with closing(DaftEngine()) as engine:
         timing = best_of(
             lambda: pipeline.map(inputs={"x": xs}, map_over="x", engine=engine), repeats
         )
@@ -229,7 +212,7 @@ def batch_bench(report: Report, path: str, n: int, repeats: int):
 
     pipeline = Pipeline(nodes=[node(output_name="y", batch=True)(add_one_arrow)])
     options = {"collect": False}
-    with daft_engine(**options) as engine:
+    with closing(DaftEngine(**options)) as engine:
 
         def lazy():
             inputs = read_parquet(path)
@@ -252,11 +235,7 @@ def main() -> int:
         chain_bench(report, path, rows, args.repeat)
         async_bench(report, items, slow)
         batch_bench(report, path, rows, args.repeat)
-    code = report.finish()
-    if WRONG:
-        print(f"\nwrong results: {', '.join(WRONG)}", file=sys.stderr)
-        return 1
-    return code
+    return report.finish()
 
 
 if __name__ == "__main__":

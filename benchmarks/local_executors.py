@@ -19,7 +19,6 @@ from hypernodes_daft._local_only import keep_local
 keep_local()  # before anything imports daft or ray: only 127.0.0.1 may be contacted
 
 import asyncio  # noqa: E402
-import contextlib  # noqa: E402
 import multiprocessing  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -27,7 +26,16 @@ import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor  # noqa: E402
 from itertools import repeat  # noqa: E402
 
-from _common import Budget, Report, best_of, chain, chain_outputs, parse_args  # noqa: E402
+from _common import (  # noqa: E402
+    Budget,
+    Report,
+    best_of,
+    call_label,
+    chain,
+    chain_outputs,
+    closing,
+    parse_args,
+)
 
 import hypernodes_daft  # noqa: E402
 from hypernodes_daft import HypernodesEngine, Pipeline, node  # noqa: E402
@@ -37,9 +45,8 @@ class Unsupported(Exception):
     """This version of the engine does not accept the options."""
 
 
-@contextlib.contextmanager
 def local_engine(**options):
-    """A `HypernodesEngine(**options)`, closed afterwards (context manager or `shutdown()`)."""
+    """A `HypernodesEngine(**options)`, closed afterwards; Unsupported when it rejects them."""
     try:
         engine = HypernodesEngine(**options)
     except ValueError as error:  # an executor name the engine does not know (yet)
@@ -48,19 +55,11 @@ def local_engine(**options):
         if "unexpected keyword argument" not in str(error):
             raise
         raise Unsupported(str(error)) from error
-    if hasattr(engine, "__enter__"):
-        with engine:
-            yield engine
-    else:
-        try:
-            yield engine
-        finally:
-            if hasattr(engine, "shutdown"):
-                engine.shutdown()
+    return closing(engine)
 
 
 def label(**options) -> str:
-    return "HypernodesEngine(" + ", ".join(f"{k}={v!r}" for k, v in options.items()) + ")"
+    return call_label("HypernodesEngine", **options)
 
 
 def engine_rows(report, workload, options, measure, items, judged=((None, None),), note=""):
