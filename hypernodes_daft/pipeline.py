@@ -99,9 +99,7 @@ class Pipeline:
         `inputs` may also hold dataset columns (`read_parquet`, a pyarrow Table or a Daft
         DataFrame); `map_over` then defaults to the columns the pipeline reads.
         """
-        engine = engine or self.engine
-        values, map_over = self._map_inputs(inputs, map_over, engine)
-        plan = self._map_plan(values, map_over, map_mode, output_name)
+        engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
         return engine.map(plan, values)
 
     def iter_map(
@@ -120,9 +118,8 @@ class Pipeline:
             for index, outputs in pipeline.iter_map(inputs={"url": urls}, map_over="url"):
                 save(index, outputs)
         """
-        engine = engine or self.engine
-        values, map_over = self._map_inputs(inputs, map_over, engine)
-        return engine.iter_map(self._map_plan(values, map_over, map_mode, output_name), values)
+        engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
+        return engine.iter_map(plan, values)
 
     def aiter_map(
         self,
@@ -133,9 +130,8 @@ class Pipeline:
         engine: Any = None,
     ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
         """`iter_map` for async code: `async for index, outputs in pipeline.aiter_map(...)`."""
-        engine = engine or self.engine
-        values, map_over = self._map_inputs(inputs, map_over, engine)
-        return engine.aiter_map(self._map_plan(values, map_over, map_mode, output_name), values)
+        engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
+        return engine.aiter_map(plan, values)
 
     async def arun(
         self,
@@ -157,9 +153,7 @@ class Pipeline:
         engine: Any = None,
     ) -> list[dict[str, Any]]:
         """`map` for async code: `await pipeline.amap(inputs={...}, map_over="x")`."""
-        engine = engine or self.engine
-        values, map_over = self._map_inputs(inputs, map_over, engine)
-        plan = self._map_plan(values, map_over, map_mode, output_name)
+        engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
         return await engine.amap(plan, values)
 
     def plan(
@@ -257,6 +251,14 @@ class Pipeline:
                     f"{type(inputs).__name__}"
                 )
         return {**self._bound, **inputs} if inputs else dict(self._bound)
+
+    def _map_call(
+        self, inputs: Any, map_over: Any, map_mode: str, output_name: Any, engine: Any
+    ) -> tuple[Any, MapPlan, dict[str, Any]]:
+        """What every kind of map needs: the engine, the plan and the merged inputs."""
+        engine = engine or self.engine
+        values, map_over = self._map_inputs(inputs, map_over, engine)
+        return engine, self._map_plan(values, map_over, map_mode, output_name), values
 
     def _map_inputs(self, inputs: Any, map_over: Any, engine: Any) -> tuple[dict[str, Any], Any]:
         """The merged inputs and map_over of a map; dataset columns are read into lists

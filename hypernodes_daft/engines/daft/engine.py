@@ -23,6 +23,7 @@ from ...exceptions import PlanningError
 from ...io import Column, dataset_of
 from ...plan import MapPlan, RunPlan
 from ...runtime import Services
+from ..local.streaming import stream_in_thread
 from .compile import Const, Names, build, constant_column
 from .runners import Setup
 from .types import input_column
@@ -109,15 +110,8 @@ class DaftEngine:
                 yield index, dict(zip(plan.item.outputs, row, strict=True))
                 index += 1
 
-    async def aiter_map(
-        self, plan: MapPlan, inputs: dict[str, Any]
-    ) -> AsyncIterator[tuple[int, Any]]:
-        import asyncio
-
-        stream = self.iter_map(plan, inputs)
-        done = object()
-        while (entry := await asyncio.to_thread(next, stream, done)) is not done:
-            yield entry
+    def aiter_map(self, plan: MapPlan, inputs: dict[str, Any]) -> AsyncIterator[tuple[int, Any]]:
+        return stream_in_thread(self.iter_map(plan, inputs))
 
     async def arun(self, plan: RunPlan, inputs: dict[str, Any]) -> Any:
         import asyncio

@@ -23,7 +23,13 @@ from ...runtime import RunItem, Services, Values
 from .asynchronous import ARunItem, amap_items, compile_arun
 from .parallel import iter_parallel, map_parallel
 from .sequential import compile_run, map_items
-from .streaming import astream_items, stream_from_loop, stream_items, stream_threaded
+from .streaming import (
+    astream_items,
+    stream_from_loop,
+    stream_in_thread,
+    stream_items,
+    stream_threaded,
+)
 from .threaded import compile_threaded, map_threaded
 
 NODE_EXECUTORS = ("sequential", "async", "threaded")
@@ -113,9 +119,7 @@ class HypernodesEngine:
             async for entry in self._astream(plan, inputs):
                 yield entry
             return
-        stream = self.iter_map(plan, inputs)
-        done = object()
-        while (entry := await asyncio.to_thread(next, stream, done)) is not done:
+        async for entry in stream_in_thread(self.iter_map(plan, inputs)):
             yield entry
 
     async def arun(self, plan: RunPlan, inputs: Values) -> Values:

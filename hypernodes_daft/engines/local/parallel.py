@@ -12,8 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
-from itertools import islice
+from concurrent.futures import Executor
 from typing import Any
 
 import cloudpickle
@@ -22,6 +21,7 @@ from ...exceptions import ExecutionError, PlanningError, wrap_error
 from ...plan import MapPlan, RunPlan, iter_rows, make_item
 from ...runtime import RunItem, Services, Values
 from .sequential import compile_run
+from .streaming import as_finished
 
 _CHUNKS_PER_WORKER = 4
 _worker_cache: dict[str, Any] = {}  # in a worker process: key -> plan runner / shared inputs
@@ -51,27 +51,14 @@ def iter_parallel(
     key = hashlib.sha256(plan_blob + shared_blob).hexdigest()
     chunk_size = max(1, math.ceil(plan.n_items / (workers * _CHUNKS_PER_WORKER)))
     chunks = _row_chunks(plan, inputs, chunk_size)
-    running: dict[Future[bytes], int] = {}
-
-    def refill() -> None:
-        for start, blob in islice(chunks, 2 * workers - len(running)):
-            args = (key, plan_blob, shared_blob, plan.map_over, start, blob)
-            running[pool.submit(_run_chunk, *args)] = start
-
-    try:
-        refill()
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in sorted(done, key=running.__getitem__):  # earlier chunks first
-                start = running.pop(future)
-                status, payload = cloudpickle.loads(future.result())
-                if status == "error":
-                    raise payload
-                yield from enumerate(payload, start)
-            refill()
-    finally:
-        for future in running:
-            future.cancel()
+    tasks = (
+        (start, (key, plan_blob, shared_blob, plan.map_over, start, blob)) for start, blob in chunks
+    )
+    for start, outcome in as_finished(pool, _run_chunk, tasks, 2 * workers):
+        status, payload = cloudpickle.loads(outcome)
+        if status == "error":
+            raise payload
+        yield from enumerate(payload, start)
 
 
 def _run_chunk(

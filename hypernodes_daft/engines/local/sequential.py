@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ...exceptions import ExecutionError
-from ...plan import MapPlan, RunPlan, iter_items
+from ...plan import MapPlan, RunPlan
 from ...runtime import NO_SERVICES, RunItem, Services, Values, node_calls
+from .streaming import stream_items
 
 
 def compile_run(plan: RunPlan, services: Services = NO_SERVICES) -> RunItem:
@@ -27,13 +27,7 @@ def map_items(
     run_item: RunItem, inputs: Values, map_over: tuple[str, ...], map_mode: str, n_items: int = 0
 ) -> list[Values]:
     """Run every item in order; an error names the item it happened on."""
-    results = []
-    for index, item in enumerate(iter_items(inputs, map_over, map_mode)):
-        try:
-            results.append(run_item(item))
-        except ExecutionError as error:
-            raise error.located(index) from error.original
-    return results
+    return [outputs for _, outputs in stream_items(run_item, inputs, map_over, map_mode)]
 
 
 class SequentialExecutor:

@@ -43,17 +43,27 @@ def stream_threaded(
 ) -> Iterator[Streamed]:
     """Items on `pool`, at most `window` in flight, yielded in the order they finish."""
     items = enumerate(iter_items(inputs, map_over, map_mode))
-    running: dict[Future[Values], int] = {}
+    tasks = ((index, (run_item, item, index)) for index, item in items)
+    yield from as_finished(pool, _located, tasks, window)
+
+
+def as_finished(
+    pool: Executor, call: Any, tasks: Iterator[tuple[int, tuple[Any, ...]]], window: int
+) -> Iterator[tuple[int, Any]]:
+    """`(key, call(*args))` for each `(key, args)` of `tasks`, run on `pool` with at most
+    `window` in flight, as they finish (lower keys first among those finished together).
+    Tasks are drawn lazily; leaving early cancels those not started."""
+    running: dict[Future[Any], int] = {}
 
     def refill() -> None:
-        for index, item in islice(items, window - len(running)):
-            running[pool.submit(_located, run_item, item, index)] = index
+        for key, args in islice(tasks, window - len(running)):
+            running[pool.submit(call, *args)] = key
 
     try:
         refill()
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
+            for future in sorted(done, key=running.__getitem__):
                 yield running.pop(future), future.result()
             refill()
     finally:
@@ -145,6 +155,13 @@ def stream_from_loop(stream: AsyncIterator[Streamed], window: int = 1024) -> Ite
     finally:
         stopped.set()
         pumping.cancel()  # the stream's workers are cancelled with it
+
+
+async def stream_in_thread(stream: Iterator[Streamed]) -> AsyncIterator[Streamed]:
+    """A synchronous stream for async code: each next item fetched in a worker thread."""
+    done = object()
+    while (entry := await asyncio.to_thread(next, stream, done)) is not done:
+        yield entry
 
 
 def _located(run_item: RunItem, item: Values, index: int) -> Values:
