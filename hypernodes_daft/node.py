@@ -165,10 +165,10 @@ def node(
         def divide(a: int, b: int) -> tuple[int, int]:
             return divmod(a, b)
     """
-    if callable(output_name):  # bare @node
-        return Node(output_name, output_name.__name__, cache, batch, max_concurrency)
-
     options = {
+        "cache": cache,
+        "batch": batch,
+        "max_concurrency": max_concurrency,
         "retries": retries,
         "backoff": backoff,
         "retry_on": retry_on,
@@ -176,10 +176,11 @@ def node(
         "breaker": breaker,
         "rate_limit": rate_limit,
     }
+    if callable(output_name):  # bare @node, or node(func, retries=3): the same options
+        return Node(output_name, output_name.__name__, **options)
 
     def decorate(func: Callable[..., Any]) -> Node:
-        name = output_name or func.__name__
-        return Node(func, name, cache, batch, max_concurrency, **options)
+        return Node(func, output_name or func.__name__, **options)
 
     return decorate
 
