@@ -80,7 +80,7 @@ class DiskCache:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._shards: set[str] = set()  # shard directories known to exist
+        self._shards: set[Path] = set()  # shard directories known to exist
         self._names = itertools.count()
 
     def lookup(self, key: str) -> tuple[bool, Any]:
@@ -94,13 +94,13 @@ class DiskCache:
 
     def put(self, key: str, value: Any) -> None:
         data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        shard = os.path.join(self.path, key[:2])
-        if shard not in self._shards:
-            os.makedirs(shard, exist_ok=True)
-            self._shards.add(shard)
+        final = self._file(key)
+        if final.parent not in self._shards:
+            final.parent.mkdir(exist_ok=True)
+            self._shards.add(final.parent)
         # a name no other writer (thread, process, machine) uses at the same time
         unique = f"{os.getpid()}-{threading.get_ident()}-{next(self._names)}-{_HOST}"
-        temporary = os.path.join(shard, f".{key}.{unique}.tmp")
+        temporary = final.with_name(f".{key}.{unique}.tmp")
         try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
@@ -108,7 +108,7 @@ class DiskCache:
             finally:
                 os.close(descriptor)
             # atomic: readers see the old entry or the new one, never part of one
-            os.replace(temporary, os.path.join(shard, f"{key}.pkl"))
+            os.replace(temporary, final)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
@@ -171,6 +171,16 @@ def call_key(lineage: str, arguments: dict[str, Any]) -> str:
         digest.update(name.encode())
         _feed(digest, arguments[name], set())
     return digest.hexdigest()
+
+
+def key_or_none(label: str, lineage: str, arguments: dict[str, Any]) -> str | None:
+    """`call_key`, or None (with one warning per node) when an argument has no stable hash:
+    that call is then not cached."""
+    try:
+        return call_key(lineage, arguments)
+    except UnhashableInput as error:
+        warn_unhashable(label, error)
+        return None
 
 
 def hash_value(value: Any) -> str:

@@ -16,7 +16,7 @@ from ._batch import one_row
 from ._limits import limit_calls, rate_limited
 from ._loop import run_coroutine
 from ._retries import with_breaker, with_retries, with_timeout
-from .cache import UnhashableInput, call_key, lineages, lookup, warn_unhashable
+from .cache import key_or_none, lineages, lookup
 from .exceptions import ExecutionError, summarize_inputs, wrap_error
 from .plan import NestedPlan, RunPlan, Step, check_map_inputs
 
@@ -89,11 +89,7 @@ class NodeCall:
             self.cache.put(key, result)
 
     def _key(self, values: Values) -> str | None:
-        try:
-            return call_key(self.lineage, {a: values[a] for a in self.args})
-        except UnhashableInput as error:
-            warn_unhashable(self.label, error)
-            return None
+        return key_or_none(self.label, self.lineage, {a: values[a] for a in self.args})
 
     def _restore(self, key: str, values: Values) -> bool:
         found, result = lookup(self.cache, key)

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..._batch import as_argument, as_values
 from ..._limits import LoopSlots
-from ...cache import UnhashableInput, call_key, lineages, lookup, warn_unhashable
+from ...cache import key_or_none, lineages, lookup
 from ...exceptions import ExecutionError, summarize_inputs, wrap_error
 from ...plan import RunPlan, Step, check_map_inputs
 from ...runtime import NO_SERVICES, Services, resilient
@@ -58,9 +58,13 @@ class _Call:
             for a in self.args
         ]
 
+    def row_arguments(self, columns: Columns, row: int) -> dict[str, Any]:
+        """One row's arguments by name."""
+        return {a: columns[a][row] if a in columns else self.constants[a] for a in self.args}
+
     def failed(self, error: Exception, row: int, columns: Columns) -> ExecutionError:
-        values = {a: columns[a][row] if a in columns else self.constants[a] for a in self.args}
-        return wrap_error(error, self.label, summarize_inputs(values))
+        inputs = summarize_inputs(self.row_arguments(columns, row))
+        return wrap_error(error, self.label, inputs)
 
     def cached(self, columns: Columns, n_rows: int) -> tuple[list[Any], list[Any], list[int]]:
         """Per row: the stored result or None, the key, and the rows still to compute."""
@@ -68,13 +72,10 @@ class _Call:
         keys: list[Any] = [None] * n_rows
         missing = []
         for row in range(n_rows):
-            try:
-                arguments = {
-                    a: columns[a][row] if a in columns else self.constants[a] for a in self.args
-                }
-                keys[row] = call_key(self.lineage, arguments)
-            except UnhashableInput as error:
-                warn_unhashable(self.label, error)
+            arguments = {
+                a: columns[a][row] if a in columns else self.constants[a] for a in self.args
+            }
+            keys[row] = key_or_none(self.label, self.lineage, arguments)
             found = False
             if keys[row] is not None:
                 found, results[row] = lookup(self.cache, keys[row])
@@ -85,8 +86,20 @@ class _Call:
     def subset(self, columns: Columns, rows: list[int]) -> Columns:
         return {a: [columns[a][row] for row in rows] for a in self.args if a in columns}
 
-    def save(self, keys: list[Any], rows: list[int], computed: list[Any]) -> None:
-        for row, result in zip(rows, computed, strict=True):
+    def complete(
+        self,
+        columns: Columns,
+        results: list[Any],
+        keys: list[Any],
+        missing: list[int],
+        computed: list[Any],
+    ) -> None:
+        """Merge the computed rows into the cached ones, store the outputs, then cache the
+        new results (only after they passed the output checks)."""
+        for row, result in zip(missing, computed, strict=True):
+            results[row] = result
+        self.store(columns, results)
+        for row, result in zip(missing, computed, strict=True):
             if keys[row] is not None:
                 self.cache.put(keys[row], result)
 
@@ -121,10 +134,7 @@ class SyncNodes:
                 continue
             results, keys, missing = call.cached(columns, n_rows)
             computed = self._rows(call, call.subset(columns, missing), len(missing))
-            for row, result in zip(missing, computed, strict=True):
-                results[row] = result
-            call.store(columns, results)
-            call.save(keys, missing, computed)
+            call.complete(columns, results, keys, missing, computed)
 
     @staticmethod
     def _rows(call: _Call, columns: Columns, n_rows: int) -> list[Any]:
@@ -154,10 +164,7 @@ class AsyncNode:
             return
         results, keys, missing = call.cached(columns, n_rows)
         computed = await self._rows(call.subset(columns, missing), len(missing))
-        for row, result in zip(missing, computed, strict=True):
-            results[row] = result
-        call.store(columns, results)
-        call.save(keys, missing, computed)
+        call.complete(columns, results, keys, missing, computed)
 
     async def _rows(self, columns: Columns, n_rows: int) -> list[Any]:
         func = self.call.func
@@ -215,12 +222,8 @@ class BatchNode:
         results, keys, missing = call.cached(columns, n_rows)
         computed = self._rows(call.subset(columns, missing), len(missing))
         rows = list(zip(*(computed[name] for name in call.outputs), strict=True))
-        single = len(call.outputs) == 1
-        fresh = [row[0] if single else row for row in rows]
-        for row, result in zip(missing, fresh, strict=True):
-            results[row] = result
-        call.store(columns, results)
-        call.save(keys, missing, fresh)
+        fresh = [row[0] for row in rows] if len(call.outputs) == 1 else rows
+        call.complete(columns, results, keys, missing, fresh)
 
     def _rows(self, columns: Columns, n_rows: int) -> Columns:
         arrays = {a: _array(columns[a]) for a in self.call.args if a in columns}
