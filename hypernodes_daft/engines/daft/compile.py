@@ -22,7 +22,7 @@ from ...plan import RunPlan, Step
 from .groups import Group, plan_groups
 from .runners import BatchNode, Setup, make_runner, run_on_driver
 from .types import PYTHON, arrow_type, output_types
-from .udfs import daft_function
+from .udfs import daft_call
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,8 @@ def _add_function(
     outputs = [(o, f"{prefix}{o}", types[o]) for s in group.steps for o in s.outputs if o in needed]
     if not outputs:
         return frame
-    function = daft_function(runner, group, columns, outputs, setup.in_process)
-    expr = function(*(col(names[a]) for a in columns))
+    arguments = [col(names[a]) for a in columns]
+    expr = daft_call(runner, group, columns, outputs, setup.in_process, arguments)
     for name, column, _ in outputs:
         names[name] = column
     if len(outputs) == 1:

@@ -1,8 +1,9 @@
 """Runners (runners.py) as Daft batch functions: Series in, one column (or a struct) out.
 
-    function = daft_function(runner, label="clean+tokenize", inputs=("text",),
-                             outputs=[("tokens", "tokens", DataType.list(DataType.string()))])
-    frame = frame.with_column("tokens", function(col("text")))
+    outputs = [("tokens", "tokens", DataType.list(DataType.string()))]
+    expr = daft_call(runner, group, ("text",), outputs, in_process=True,
+                     arguments=[col("text")])          # group.label: "clean+tokenize"
+    frame = frame.with_column("tokens", expr)
 
 The Daft function is named after its nodes, so `explain()` shows one UDF per group.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-import cloudpickle
 import daft
 from daft import DataType
 
@@ -109,19 +109,42 @@ class BatchFunction:
             raise wrap_error(mismatch, self.producers.get(name, name)) from error
 
 
-def daft_function(
-    runner: Any, group: Group, inputs: tuple[str, ...], outputs: list[Output], in_process: bool
-) -> Any:
-    """A Daft batch function calling `runner`; several outputs come back as a struct."""
+def daft_call(
+    runner: Any,
+    group: Group,
+    inputs: tuple[str, ...],
+    outputs: list[Output],
+    in_process: bool,
+    arguments: list[daft.Expression],
+) -> daft.Expression:
+    """`runner` applied to `arguments` as a Daft batch function (several outputs come back
+    as a struct). Daft pickles every function it is given, to check it can travel; one that
+    cannot runs through `_InProcess` on the native runner, and is refused on Ray."""
     producers = {o: s.label for s in group.steps for o in s.outputs}
-    label = group.label
-    call = _portable(BatchFunction(runner, inputs, outputs, producers), label, in_process)
+    call = BatchFunction(runner, inputs, outputs, producers)
+    try:
+        return _batch_function(call, group.label, outputs)(*arguments)
+    except ValueError as error:
+        if "serializable" not in str(error):
+            raise
+        if in_process:
+            return _batch_function(_InProcess(call), group.label, outputs)(*arguments)
+        reason = error.__cause__ or error
+        raise PlanningError(
+            f"node(s) '{group.label}' cannot be sent to Daft workers: pickling the function or "
+            f"a constant input failed ({type(reason).__name__}: {reason}). Create such objects "
+            "inside the node, or wrap them in a @stateful class"
+        ) from reason
+
+
+def _batch_function(call: Any, label: str, outputs: list[Output]) -> Any:
+    """`call` as a Daft batch function named after its nodes (what `explain()` shows)."""
     if len(outputs) == 1:
         dtype, unnest = outputs[0][2], False
     else:
         dtype, unnest = DataType.struct({column: t for _, column, t in outputs}), True
 
-    if runner.is_async:
+    if call.is_async:
 
         async def function(*series: daft.Series) -> Any:
             return await call.acall(*series)
@@ -147,6 +170,7 @@ class _InProcess:
 
     def __init__(self, function: BatchFunction):
         self.function = function
+        self.is_async = function.is_async
         _in_process[id(function)] = function
 
     def __call__(self, *series: daft.Series) -> Any:
@@ -161,20 +185,6 @@ class _InProcess:
 
 def _find_in_process(key: int) -> _InProcess:
     return _InProcess(_in_process[key])
-
-
-def _portable(function: BatchFunction, label: str, in_process: bool) -> Any:
-    try:
-        cloudpickle.dumps(function)
-        return function
-    except Exception as error:
-        if in_process:
-            return _InProcess(function)
-        raise PlanningError(
-            f"node(s) '{label}' cannot be sent to Daft workers: pickling the function or a "
-            f"constant input failed ({type(error).__name__}: {error}). Create such objects "
-            "inside the node, or wrap them in a @stateful class"
-        ) from error
 
 
 def _is_arrow(value: Any) -> bool:
