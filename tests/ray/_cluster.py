@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hypernodes_daft._local_only import keep_local
+
 JOBS = Path(__file__).resolve().parent / "jobs.py"
 
 
@@ -16,7 +18,9 @@ def job_command(job: str, address: str, *arguments: str) -> list[str]:
 
 
 def job_environment() -> dict[str, str]:
-    return {**os.environ, "DAFT_PROGRESS_BAR": "0"}
+    """The job's environment: Ray's usage reports and Daft's telemetry off, Ray on
+    127.0.0.1 (keep_local's settings, stated here, not only inherited), no progress bars."""
+    return {**os.environ, **keep_local(os.environ.get("HOME")), "DAFT_PROGRESS_BAR": "0"}
 
 
 def report(done: subprocess.CompletedProcess) -> dict:

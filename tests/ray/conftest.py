@@ -15,6 +15,7 @@ from _cluster import job_command, job_environment, report
 @pytest.fixture(scope="session")
 def ray_cluster():
     cluster_utils = pytest.importorskip("ray.cluster_utils")
+    job_environment()  # Ray's usage reports and cloud probes off, loopback only: before Ray starts
     cluster = None
     try:  # created inside the try: a failed start is cleaned up too
         cluster = cluster_utils.Cluster(

@@ -96,6 +96,7 @@ def test_a_script_submitted_with_ray_job_submit_runs_on_the_cluster(tmp_path):
     """The Ray Jobs way: `ray job submit -- python script.py`, the script's DaftEngine given
     no address. A cluster of its own, with the dashboard (the Jobs API) on 127.0.0.1."""
     cluster_utils = pytest.importorskip("ray.cluster_utils")
+    job_environment()  # the local-only settings, in this process too, before Ray starts
     port = _free_port()
     cluster = None
     try:
