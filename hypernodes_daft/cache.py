@@ -79,6 +79,8 @@ class DiskCache:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(f"DiskCache: {self.path} exists and is not a directory")
         self.path.mkdir(parents=True, exist_ok=True)
         self._shards: set[Path] = set()  # shard directories known to exist
         self._names = itertools.count()

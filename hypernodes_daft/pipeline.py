@@ -243,13 +243,14 @@ class Pipeline:
 
     def _merged(self, inputs: Any) -> dict[str, Any]:
         if inputs is not None and not isinstance(inputs, dict):
-            inputs = as_inputs(inputs)
-            if inputs is None:
+            table = as_inputs(inputs)
+            if table is None:
                 raise TypeError(
                     f"pipeline '{self.label}': inputs must be a dict of name -> value or a "
                     f"table (read_parquet, pyarrow.Table, daft.DataFrame), got "
                     f"{type(inputs).__name__}"
                 )
+            inputs = table
         return {**self._bound, **inputs} if inputs else dict(self._bound)
 
     def _map_call(
@@ -269,7 +270,7 @@ class Pipeline:
             return values, map_over
         if map_over is None:
             map_over = [n for n in columns if n in self.graph.root_args]
-        names = normalize_map_over(map_over, f"pipeline '{self.label}'")
+        names = self._map_over_names(map_over)
         unmapped = [n for n in columns if n in self.graph.root_args and n not in names]
         if unmapped:
             raise PlanningError(
@@ -279,6 +280,17 @@ class Pipeline:
         if not getattr(engine, "reads_datasets", False):
             values = materialize(values, names, f"pipeline '{self.label}'")
         return values, map_over
+
+    def _map_over_names(self, map_over: Any) -> tuple[str, ...]:
+        """`map_over` as a tuple of names, each an input of the pipeline."""
+        names = normalize_map_over(map_over, f"pipeline '{self.label}'")
+        unknown = [n for n in names if n not in self.graph.root_args]
+        if unknown:
+            raise PlanningError(
+                f"pipeline '{self.label}': map_over names {unknown}, which no node takes as "
+                f"input. The pipeline's inputs: {self.graph.root_args}"
+            )
+        return names
 
     def _plan(self, available: frozenset[str], output_name: Any) -> RunPlan:
         outputs = (
@@ -297,14 +309,8 @@ class Pipeline:
     def _map_plan(
         self, values: dict[str, Any], map_over: Any, map_mode: str, output_name: Any
     ) -> MapPlan:
-        names = normalize_map_over(map_over, f"pipeline '{self.label}'")
+        names = self._map_over_names(map_over)
         requested_outputs(self.graph, output_name, self.label)
-        unknown = [n for n in names if n not in self.graph.root_args]
-        if unknown:
-            raise PlanningError(
-                f"pipeline '{self.label}': map_over names {unknown}, which no node takes as "
-                f"input. The pipeline's inputs: {self.graph.root_args}"
-            )
         n_items = check_map_inputs(f"pipeline '{self.label}'", values, names, map_mode)
         if map_mode == "product":
             names = product_order(names, list(values))

@@ -179,3 +179,36 @@ def test_plan_is_printable_data(pipeline):
         inputs={"x": [1, 2], "y": [3, 4], "z": 1}, map_over=["x", "y"], map_mode="product"
     )
     assert map_plan.n_items == 4 and "4 items, product over [x, y]" in str(map_plan)
+
+
+def test_inputs_of_the_wrong_kind_are_named_by_their_own_type():
+    with pytest.raises(TypeError, match="got list"):
+        Pipeline(nodes=[_double_node()]).map([1, 2], "x")
+
+
+def test_map_over_naming_no_input_is_reported_before_dataset_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hypernodes_daft import read_parquet
+
+    pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "a.parquet")
+    dataset = read_parquet(str(tmp_path / "a.parquet"))
+    with pytest.raises(PlanningError, match=r"map_over names \['zz'\], which no node takes"):
+        Pipeline(nodes=[_double_node()]).map(dataset, ["zz"])
+
+
+def test_disk_cache_on_a_file_is_a_clear_error(tmp_path):
+    from hypernodes_daft import DiskCache
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="is not a directory"):
+        DiskCache(tmp_path / "file")
+
+
+def _double_node():
+    @node(output_name="y")
+    def double(x: int) -> int:
+        return 2 * x
+
+    return double
