@@ -35,11 +35,12 @@ import contextvars
 import statistics
 import threading
 import time
-import warnings
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
+
+from .context import NodeContext, current_node, node_context
 
 __all__ = [
     "HOOKS",
@@ -243,11 +244,17 @@ class Callbacks:
         }
         self._batch_sinks = self._having("record_batch")
         self._item_sinks = self._having("advance_items")
+        # callbacks that take no aggregates get the 0.4 hooks once per row instead
+        self._per_row_nodes = self._lacking("record_batch")
+        self._per_row_items = self._lacking("advance_items")
 
     def _having(self, name: str) -> tuple[Any, ...]:
         return tuple(
             getattr(cb, name) for cb in self.callbacks if callable(getattr(cb, name, None))
         )
+
+    def _lacking(self, name: str) -> tuple[Any, ...]:
+        return tuple(cb for cb in self.callbacks if not callable(getattr(cb, name, None)))
 
     @property
     def empty(self) -> bool:
@@ -270,11 +277,13 @@ class Callbacks:
         except KeyError:  # a typo in an engine must not silently drop events
             raise ValueError(f"unknown callback hook {hook!r}; hooks are {HOOKS}") from None
 
-    def check_engine(self, engine_name: str) -> None:
-        """Raise ValueError (before anything runs) when a callback excludes this engine."""
+    def check_engine(self, engine_name: str, *aliases: str) -> None:
+        """Raise ValueError (before anything runs) when a callback excludes this engine
+        (known as `engine_name` or one of `aliases`, e.g. 0.4's "SeqEngine")."""
+        names = {engine_name, *aliases}
         for callback in self.callbacks:
             supported = getattr(callback, "supported_engines", None)
-            if supported and engine_name not in supported:
+            if supported and names.isdisjoint(supported):
                 raise ValueError(
                     f"Callback {type(callback).__name__} is not compatible with engine "
                     f"{engine_name}. Supported engines: {supported}"
@@ -286,67 +295,65 @@ class Callbacks:
         return bool(self._batch_sinks)
 
     def record_batch(
-        self, node_id: str, rows: int, seconds: float, cached: int = 0, errors: int = 0
+        self,
+        node_id: str,
+        rows: int,
+        seconds: float,
+        cached: int = 0,
+        errors: int = 0,
+        ctx: CallbackContext | None = None,
     ) -> None:
-        """Aggregated node events: `rows` calls took `seconds` in all, `cached` hits besides."""
+        """Aggregated node events: `rows` calls took `seconds` in all, `cached` hits besides.
+
+        With `ctx`, callbacks without `record_batch` get 0.4's hooks per row instead:
+        on_node_start + on_node_end (empty inputs and outputs, the mean duration) for each
+        computed row, on_node_cached (empty signature) for each hit.
+        """
         for sink in self._batch_sinks:
             sink(node_id, rows, seconds, cached, errors)
+        if ctx is None:
+            return
+        mean = seconds / rows if rows else 0.0
+        for callback in self._per_row_nodes:
+            start, end, hit = (
+                _overridden(callback, hook)
+                for hook in ("on_node_start", "on_node_end", "on_node_cached")
+            )
+            for _ in range(rows):
+                if start:
+                    start(node_id, {}, ctx)
+                if end:
+                    end(node_id, {}, mean, ctx)
+            for _ in range(cached if hit else 0):
+                hit(node_id, "", ctx)
 
-    def advance_items(self, n: int, cached: int = 0) -> None:
-        """Aggregated map progress: `n` more items finished (`cached` of them with a hit)."""
+    def advance_items(
+        self,
+        n: int,
+        cached: int = 0,
+        ctx: CallbackContext | None = None,
+        first: int = 0,
+        seconds: float = 0.0,
+    ) -> None:
+        """Aggregated map progress: `n` more items finished (`cached` of them with a hit).
+
+        With `ctx`, callbacks without `advance_items` get on_map_item_start and
+        on_map_item_end for items `first` .. `first + n - 1` (at the mean duration).
+        """
         for sink in self._item_sinks:
             sink(n, cached)
-
-
-# --------------------------------------------------------------------------------------
-# Execution context readable from inside a node
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NodeContext:
-    """Where the running node call is: its name, the pipeline path, the map item index."""
-
-    node_name: str
-    pipeline_path: tuple[str, ...] = ()
-    item_index: int | None = None
-
-
-_CURRENT_NODE: contextvars.ContextVar[NodeContext | None] = contextvars.ContextVar(
-    "hypernodes_daft_current_node", default=None
-)
-
-
-def current_node() -> NodeContext | None:
-    """The node call running in this thread or asyncio task, or None outside a node."""
-    return _CURRENT_NODE.get()
-
-
-class _NodeScope:
-    # a class rather than @contextmanager: it wraps every node call, so keep it cheap
-    __slots__ = ("_node", "_token")
-
-    def __init__(self, node: NodeContext) -> None:
-        self._node = node
-        self._token: contextvars.Token | None = None
-
-    def __enter__(self) -> NodeContext:
-        self._token = _CURRENT_NODE.set(self._node)
-        return self._node
-
-    def __exit__(self, *exc: object) -> None:
-        _CURRENT_NODE.reset(self._token)
-
-
-def node_context(
-    node_name: str, pipeline_path: Sequence[str] = (), item_index: int | None = None
-) -> _NodeScope:
-    """`with node_context("embed", ("outer",), 3): ...` makes `current_node()` see it.
-
-    The value lives in a ContextVar: asyncio tasks and `copy_context().run` inherit it,
-    plain new threads and thread pools do not, so enter it in the thread that runs the node.
-    """
-    return _NodeScope(NodeContext(node_name, tuple(pipeline_path), item_index))
+        if ctx is None:
+            return
+        mean = seconds / n if n else 0.0
+        for callback in self._per_row_items:
+            start, end = (
+                _overridden(callback, hook) for hook in ("on_map_item_start", "on_map_item_end")
+            )
+            for index in range(first, first + n):
+                if start:
+                    start(index, ctx)
+                if end:
+                    end(index, mean, ctx)
 
 
 # ProgressCallbacks with an open session; report_progress forwards to them. Weak, so a
@@ -892,15 +899,3 @@ class _OtelSpans:
             f"node:{node_id}", attributes=attributes, start_time=end - int(seconds * 1e9)
         )
         span.end(end_time=end)
-
-
-def accepted_callbacks(callbacks: list[Any] | None) -> list[Any]:
-    """An engine's `callbacks=` argument. The engines do not fire them yet: say so rather
-    than let a progress bar or a metrics table stay silently empty."""
-    if callbacks:
-        warnings.warn(
-            "hypernodes_daft engines do not fire callbacks yet; the callbacks given are kept "
-            "but not called",
-            stacklevel=3,
-        )
-    return list(callbacks or [])

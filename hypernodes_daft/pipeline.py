@@ -82,7 +82,7 @@ class Pipeline:
         """Run the pipeline once; returns the outputs (all of them, or those asked for)."""
         values = self._merged(inputs)
         plan = self._plan(frozenset(values), output_name)
-        return (engine or self.engine).run(plan, values)
+        return (engine or self.engine).run(plan, values, **self._options())
 
     def map(
         self,
@@ -100,7 +100,7 @@ class Pipeline:
         DataFrame); `map_over` then defaults to the columns the pipeline reads.
         """
         engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        return engine.map(plan, values)
+        return engine.map(plan, values, **self._options())
 
     def iter_map(
         self,
@@ -119,7 +119,7 @@ class Pipeline:
                 save(index, outputs)
         """
         engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        return engine.iter_map(plan, values)
+        return engine.iter_map(plan, values, **self._options())
 
     def aiter_map(
         self,
@@ -131,7 +131,7 @@ class Pipeline:
     ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
         """`iter_map` for async code: `async for index, outputs in pipeline.aiter_map(...)`."""
         engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        return engine.aiter_map(plan, values)
+        return engine.aiter_map(plan, values, **self._options())
 
     async def arun(
         self,
@@ -142,7 +142,7 @@ class Pipeline:
         """`run` for async code: `await pipeline.arun(inputs={...})`."""
         values = self._merged(inputs)
         plan = self._plan(frozenset(values), output_name)
-        return await (engine or self.engine).arun(plan, values)
+        return await (engine or self.engine).arun(plan, values, **self._options())
 
     async def amap(
         self,
@@ -154,7 +154,7 @@ class Pipeline:
     ) -> list[dict[str, Any]]:
         """`map` for async code: `await pipeline.amap(inputs={...}, map_over="x")`."""
         engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        return await engine.amap(plan, values)
+        return await engine.amap(plan, values, **self._options())
 
     def plan(
         self,
@@ -241,6 +241,12 @@ class Pipeline:
 
     # -- planning (used by engines and by nested pipelines) ---------------------------------
 
+    def _options(self) -> dict[str, Any]:
+        """The pipeline's own cache and callbacks for the engine (none: the engine's)."""
+        if self.cache is None and not self.callbacks:
+            return {}
+        return {"cache": self.cache, "callbacks": self.callbacks}
+
     def _merged(self, inputs: Any) -> dict[str, Any]:
         if inputs is not None and not isinstance(inputs, dict):
             table = as_inputs(inputs)
@@ -303,7 +309,9 @@ class Pipeline:
         if plan is None:
             if len(self._plans) >= _PLAN_CACHE_SIZE:
                 self._plans.clear()
-            plan = self._plans[key] = plan_run(self.graph, self.label, available, output_name)
+            plan = self._plans[key] = plan_run(
+                self.graph, self.label, available, output_name, self.id
+            )
         return plan
 
     def _map_plan(

@@ -69,6 +69,7 @@ class RunPlan:
     ]  # indices into `steps`; a level's steps are independent
     inputs: tuple[str, ...]  # the input names the steps read
     outputs: tuple[str, ...]  # keys of the result dict, in execution order
+    pipeline_id: str = ""  # the pipeline's `id`, as callbacks name it
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -121,7 +122,9 @@ def requested_outputs(graph: Graph, output_name: Any, label: str) -> list[str] |
     return names
 
 
-def plan_run(graph: Graph, label: str, available: frozenset[str], output_name: Any) -> RunPlan:
+def plan_run(
+    graph: Graph, label: str, available: frozenset[str], output_name: Any, pipeline_id: str = ""
+) -> RunPlan:
     """Plan one run of `graph` given the names of the inputs that will be available."""
     requested = requested_outputs(graph, output_name, label)
     nodes = graph.get_required_nodes(requested)
@@ -133,7 +136,7 @@ def plan_run(graph: Graph, label: str, available: frozenset[str], output_name: A
     generations = tuple(tuple(position[id(n)] for n in level) for level in graph.generations(nodes))
     outputs = requested if requested is not None else [o for s in steps for o in s.outputs]
     reads = sorted({a for s in steps for a in s.args if a not in graph.output_to_node})
-    return RunPlan(label, steps, generations, tuple(reads), tuple(outputs))
+    return RunPlan(label, steps, generations, tuple(reads), tuple(outputs), pipeline_id)
 
 
 def _step(graph: Graph, node: Any, available: frozenset[str], wanted: set[str] | None) -> Step:

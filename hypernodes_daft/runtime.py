@@ -8,28 +8,40 @@ so inputs, outputs and errors behave the same everywhere (design.md, layer 3).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ._batch import one_row
+from ._events import Events
 from ._limits import limit_calls, rate_limited
 from ._loop import run_coroutine
 from ._retries import with_breaker, with_retries, with_timeout
 from .cache import key_or_none, lineages, lookup
+from .context import CURRENT_ITEM, CURRENT_NODE, NodeContext
 from .exceptions import ExecutionError, summarize_inputs, wrap_error
 from .plan import NestedPlan, RunPlan, Step, check_map_inputs
 
 Values = dict[str, Any]
-RunItem = Callable[[Values], Values]
+RunItem = Callable[..., Values]  # (values, index=None) -> outputs: see item_runner
 MapItems = Callable[..., Any]  # (run_item, inputs, map_over, map_mode, n_items) -> results
 
 
 @dataclass(frozen=True)
 class Services:
-    """What node calls may use besides their inputs: the engine's cache (None: no cache)."""
+    """What node calls use besides their inputs: the engine's cache (None: no cache), the
+    callbacks of this execution (None: none) and the path of the pipeline being run."""
 
     cache: Any = None
+    events: Events | None = None
+    path: tuple[str, ...] = ()
+
+    def nested(self, step: Step) -> Services:
+        """The services of a nested step's inner pipeline."""
+        assert step.nested is not None
+        events = self.events.child(step.label) if self.events else None
+        return Services(self.cache, events, (*self.path, step.label))
 
 
 NO_SERVICES = Services()
@@ -42,10 +54,15 @@ class NodeCall:
     stored result used; a new result is stored after it passed every check.
     """
 
-    __slots__ = ("label", "func", "args", "outputs", "single", "is_async", "cache", "lineage")
+    __slots__ = (
+        *("label", "func", "args", "outputs", "single", "is_async", "cache", "lineage"),
+        *("events", "context"),
+    )
 
     def __init__(self, step: Step, lineage: str = "", services: Services = NO_SERVICES):
         self.label = step.label
+        self.events = services.events
+        self.context = NodeContext(step.label, services.path)
         cached = services.cache is not None and getattr(step.node, "cache", True)
         self.cache = services.cache if cached else None
         self.lineage = lineage
@@ -59,32 +76,50 @@ class NodeCall:
         self.is_async = step.is_async
 
     def __call__(self, values: Values) -> None:
-        key = self._key(values) if self.cache is not None else None
-        if key is not None and self._restore(key, values):
-            return
+        token = CURRENT_NODE.set(self.context)
         try:
-            result = self.func(**{a: values[a] for a in self.args})
-            if self.is_async:
-                result = run_coroutine(result)
-            self._store(values, result)
-        except Exception as error:
-            raise self._failed(error, values) from error
-        if key is not None:
-            self.cache.put(key, result)
+            key = self._key(values) if self.cache is not None else None
+            if key is not None and self._restore(key, values):
+                return
+            started = self._started(values)
+            try:
+                result = self.func(**{a: values[a] for a in self.args})
+                if self.is_async:
+                    result = run_coroutine(result)
+                self._store(values, result)
+            except Exception as error:
+                raise self._failed(error, values) from error
+            self._finished(result, started, key)
+        finally:
+            CURRENT_NODE.reset(token)
 
     async def acall(self, values: Values) -> None:
         """Call from a coroutine, awaiting an async node natively. (The async executor runs
         sync nodes off the loop itself, in worker threads.)"""
-        key = self._key(values) if self.cache is not None else None
-        if key is not None and self._restore(key, values):
-            return
+        token = CURRENT_NODE.set(self.context)
         try:
-            result = self.func(**{a: values[a] for a in self.args})
-            if self.is_async:
-                result = await result
-            self._store(values, result)
-        except Exception as error:
-            raise self._failed(error, values) from error
+            key = self._key(values) if self.cache is not None else None
+            if key is not None and self._restore(key, values):
+                return
+            started = self._started(values)
+            try:
+                result = self.func(**{a: values[a] for a in self.args})
+                if self.is_async:
+                    result = await result
+                self._store(values, result)
+            except Exception as error:
+                raise self._failed(error, values) from error
+            self._finished(result, started, key)
+        finally:
+            CURRENT_NODE.reset(token)
+
+    def _started(self, values: Values) -> float:
+        return 0.0 if self.events is None else self.events.node_start(self.label, self.args, values)
+
+    def _finished(self, result: Any, started: float, key: str | None) -> None:
+        if self.events is not None:
+            name = self.single if self.single is not None else self.outputs
+            self.events.node_end(self.label, {name: result}, started)
         if key is not None:
             self.cache.put(key, result)
 
@@ -95,6 +130,8 @@ class NodeCall:
         found, result = lookup(self.cache, key)
         if found:
             self._store(values, result)
+            if self.events is not None:
+                self.events.node_cached(self.label, key)
         return found
 
     def _store(self, values: Values, result: Any) -> None:
@@ -110,43 +147,93 @@ class NodeCall:
     def _failed(self, error: Exception, values: Values) -> ExecutionError:
         # the arguments are rebuilt here, not kept during the call: a dict per call alive
         # across an await costs garbage-collector time on large async maps
+        if self.events is not None:
+            self.events.node_error(self.label, error)
         kwargs = {a: values[a] for a in self.args if a in values}
         return wrap_error(error, self.label, summarize_inputs(kwargs))
 
 
 class NestedCall:
-    """Calls a nested pipeline: rename inputs in, run (or map) the inner plan, rename out."""
+    """Calls a nested pipeline: rename inputs in, run (or map) the inner plan, rename out.
 
-    __slots__ = ("label", "nested", "run_inner", "map_inner")
+    With callbacks, fires 0.4's sequence: node_start, nested_pipeline_start, the inner run
+    or map (on the inner pipeline's own context), nested_pipeline_end, node_end.
+    """
 
-    def __init__(self, step: Step, run_inner: RunItem, map_inner: MapItems):
+    __slots__ = ("label", "nested", "run_inner", "map_inner", "events", "inner_events")
+
+    def __init__(self, step: Step, run_inner: RunItem, map_inner: MapItems, services: Services):
         assert step.nested is not None
         self.label = step.label
         self.nested: NestedPlan = step.nested
         self.run_inner = run_inner
         self.map_inner = map_inner
+        self.events = services.events
+        self.inner_events = services.nested(step).events
 
     def __call__(self, values: Values) -> None:
         inner = self._inner_inputs(values)
+        started = self._started(values)
         try:
             if self.nested.map_over:
-                self._store_mapped(values, self.map_inner(self.run_inner, inner, *self._map(inner)))
+                self._store_mapped(values, self._map_inner(inner))
             else:
                 self._store(values, self.run_inner(inner))
         except ExecutionError as error:
-            raise error.located(self.label) from error.original
+            raise self._failed(error) from error.original
+        self._finished(values, started)
 
     async def acall(self, values: Values) -> None:
         """As `__call__`, with `run_inner` and `map_inner` compiled as coroutine functions."""
         inner = self._inner_inputs(values)
+        started = self._started(values)
         try:
             if self.nested.map_over:
-                mapped = await self.map_inner(self.run_inner, inner, *self._map(inner))
-                self._store_mapped(values, mapped)
+                self._store_mapped(values, await self._amap_inner(inner))
             else:
                 self._store(values, await self.run_inner(inner))
         except ExecutionError as error:
-            raise error.located(self.label) from error.original
+            raise self._failed(error) from error.original
+        self._finished(values, started)
+
+    def _map_inner(self, inner: Values) -> list[Values]:
+        spec = self._map(inner)
+        if self.inner_events is None:
+            return self.map_inner(self.run_inner, inner, *spec)
+        started = self.inner_events.map_start(spec[-1])
+        results = self.map_inner(self.run_inner, inner, *spec)
+        self.inner_events.map_end(started)
+        return results
+
+    async def _amap_inner(self, inner: Values) -> list[Values]:
+        spec = self._map(inner)
+        if self.inner_events is None:
+            return await self.map_inner(self.run_inner, inner, *spec)
+        started = self.inner_events.map_start(spec[-1])
+        results = await self.map_inner(self.run_inner, inner, *spec)
+        self.inner_events.map_end(started)
+        return results
+
+    def _started(self, values: Values) -> float:
+        events = self.events
+        if events is None:
+            return 0.0
+        started = events.node_start(self.label, tuple(o for o, _ in self.nested.rename_in), values)
+        events.nested("on_nested_pipeline_start", self.inner_events)
+        return started
+
+    def _finished(self, values: Values, started: float) -> None:
+        events = self.events
+        if events is not None:
+            duration = time.perf_counter() - started
+            events.nested("on_nested_pipeline_end", self.inner_events, duration)
+            outputs = {outer: values[outer] for _, outer in self.nested.rename_out}
+            events.node_end(self.label, outputs, started)
+
+    def _failed(self, error: ExecutionError) -> ExecutionError:
+        if self.events is not None:
+            self.events.node_error(self.label, error.original)
+        return error.located(self.label)
 
     def _map(self, inner: Values) -> tuple[tuple[str, ...], str, int]:
         """Check the inner map's inputs; the map arguments after `run_inner` and `inputs`."""
@@ -168,6 +255,49 @@ class NestedCall:
     def _store_mapped(self, values: Values, results: list[Values]) -> None:
         for inner_name, outer in self.nested.rename_out:
             values[outer] = [r[inner_name] for r in results]
+
+
+def item_runner(run: Callable[[Values], Values], events: Events | None) -> RunItem:
+    """`run` as an item runner, `(values, index=None) -> outputs`: map executors pass the
+    item's index, which nodes see in `current_node()`; with callbacks, the item's hooks
+    fire around it (0.4: map_item_start, pipeline_start, nodes, pipeline_end,
+    map_item_end; no end hook after an error)."""
+
+    def indexed(values: Values, index: int | None = None) -> Values:
+        token = None if index is None else CURRENT_ITEM.set(index)
+        try:
+            if events is None:
+                return run(values)
+            started = events.item_start(index, values)
+            outputs = run(values)
+            events.item_end(index, outputs, started)
+            return outputs
+        finally:
+            if token is not None:
+                CURRENT_ITEM.reset(token)
+
+    return indexed
+
+
+def aitem_runner(
+    arun: Callable[[Values], Awaitable[Values]], events: Events | None
+) -> Callable[..., Awaitable[Values]]:
+    """`item_runner` for coroutine functions (the item index lives in the item's task)."""
+
+    async def indexed(values: Values, index: int | None = None) -> Values:
+        token = None if index is None else CURRENT_ITEM.set(index)
+        try:
+            if events is None:
+                return await arun(values)
+            started = events.item_start(index, values)
+            outputs = await arun(values)
+            events.item_end(index, outputs, started)
+            return outputs
+        finally:
+            if token is not None:
+                CURRENT_ITEM.reset(token)
+
+    return indexed
 
 
 def resilient(func: Callable[..., Any], node: Any, is_async: bool, bounded: bool) -> Any:
@@ -194,16 +324,21 @@ def resilient(func: Callable[..., Any], node: Any, is_async: bool, bounded: bool
 
 def node_calls(
     plan: RunPlan,
-    compile_inner: Callable[[RunPlan], RunItem],
+    compile_inner: Callable[[RunPlan, Services], RunItem],
     map_inner: MapItems,
     services: Services = NO_SERVICES,
 ) -> list[NodeCall | NestedCall]:
     """The runtime call of each step of `plan`; nested pipelines are compiled with
-    `compile_inner` (their nodes are cached one by one, not the nested call as a whole)."""
+    `compile_inner(inner plan, inner services)` (their nodes are cached one by one, not the
+    nested call as a whole)."""
+    if not services.path:
+        services = Services(services.cache, services.events, (plan.name,))
     keys = lineages(plan.steps) if services.cache is not None else [""] * len(plan.steps)
     return [
         NodeCall(step, key, services)
         if step.nested is None
-        else NestedCall(step, compile_inner(step.nested.item), map_inner)
+        else NestedCall(
+            step, compile_inner(step.nested.item, services.nested(step)), map_inner, services
+        )
         for step, key in zip(plan.steps, keys, strict=True)
     ]

@@ -747,12 +747,3 @@ def test_report_progress_from_threads_reaches_every_active_progress():
         second.close()
     assert first not in cb_module._ACTIVE_PROGRESS and second not in cb_module._ACTIVE_PROGRESS
     report_progress(1, 2)  # nothing active any more: no error
-
-
-def test_engines_warn_that_callbacks_are_not_fired_yet():
-    from hypernodes_daft import DaftEngine, HypernodesEngine
-
-    for make in (HypernodesEngine, DaftEngine):
-        with pytest.warns(UserWarning, match="do not fire callbacks yet"):
-            engine = make(callbacks=[MetricsCallback()])
-        assert len(engine.callbacks) == 1

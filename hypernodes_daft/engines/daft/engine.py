@@ -11,20 +11,25 @@ Mapped inputs become columns; every other input is a constant bound into the fun
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import daft
 from daft import col
 
-from ...callbacks import accepted_callbacks
-from ...exceptions import PlanningError
+from ..._events import Events, observed_map
+from ...exceptions import ExecutionError, PlanningError
 from ...io import Column, dataset_of
 from ...plan import MapPlan, RunPlan
 from ...runtime import Services
 from ..local.streaming import stream_in_thread
 from .compile import Const, Names, build, constant_column
+from .reporting import RayReport, batch_report
 from .runners import Setup
 from .types import input_column
 
@@ -73,7 +78,7 @@ class DaftEngine:
         self.partitions = partitions
         self.max_concurrency = max_concurrency
         self.cache = cache
-        self.callbacks = accepted_callbacks(callbacks)
+        self.callbacks = list(callbacks or [])
         self.use_batch_udf = use_batch_udf
         self.default_daft_config = dict(default_daft_config or {})
 
@@ -84,44 +89,70 @@ class DaftEngine:
         return lazy
 
     # -- the Engine protocol -------------------------------------------------------------------
+    # `cache` and `callbacks` come from the pipeline: its cache replaces the engine's, its
+    # callbacks are fired after the engine's. Hooks: pipeline and map start/end here, exact;
+    # node calls and hits per batch from the Daft functions (reporting.py); map items per
+    # partition. A lazy frame (collect=False) reports its batches when it is collected.
 
-    def run(self, plan: RunPlan, inputs: dict[str, Any]) -> Any:
+    def run(
+        self, plan: RunPlan, inputs: dict[str, Any], cache: Any = None, callbacks: Any = None
+    ) -> Any:
         """One item: a one-row frame whose inputs are all constants."""
-        use_runner(self.runner, self.address)
+        execution = self._execution(plan, cache, callbacks)
+        events = execution.events
+        started = events.item_start(None, inputs) if events and self.collect else 0.0
         frame = daft.from_pydict({_ROW: [0]})  # one row, no mapped column
         names: Names = {name: Const(value) for name, value in inputs.items()}
-        frame = self._outputs(self._build(frame, plan, names), plan.outputs, names, ())
-        if not self.collect:
-            return frame
-        return _records(frame, plan.outputs)[0]
+        with execution.reporting():  # nodes reading only constants run while building
+            frame = build(frame, plan, names, execution.setup)
+            frame = self._outputs(frame, plan.outputs, names, ())
+            if not self.collect:
+                return frame
+            (outputs,) = _records(frame, plan.outputs)
+        if events:
+            events.item_end(None, outputs, started)
+        return outputs
 
-    def map(self, plan: MapPlan, inputs: dict[str, Any]) -> Any:
+    def map(
+        self, plan: MapPlan, inputs: dict[str, Any], cache: Any = None, callbacks: Any = None
+    ) -> Any:
         if not self.collect:
-            return self._lazy_map(plan, inputs, None)
-        return _records(self._lazy_map(plan, inputs, ()), plan.item.outputs)
+            execution = self._execution(plan.item, cache, callbacks)
+            return self._lazy_map(plan, inputs, None, execution)
+        return [outputs for _, outputs in self.iter_map(plan, inputs, cache, callbacks)]
 
-    def iter_map(self, plan: MapPlan, inputs: dict[str, Any]) -> Iterator[tuple[int, Any]]:
+    def iter_map(
+        self, plan: MapPlan, inputs: dict[str, Any], cache: Any = None, callbacks: Any = None
+    ) -> Iterator[tuple[int, Any]]:
         """`(index, outputs)` per row, a partition at a time as Daft produces them."""
-        frame = self._lazy_map(plan, inputs, ())
-        index = 0
-        for partition in frame.iter_partitions():
-            columns = partition.to_pydict()
-            for row in zip(*(columns[n] for n in plan.item.outputs), strict=True):
-                yield index, dict(zip(plan.item.outputs, row, strict=True))
-                index += 1
+        execution = self._execution(plan.item, cache, callbacks)
+        outputs = plan.item.outputs
+        with observed_map(execution.events, plan.n_items), execution.reporting():
+            frame = self._lazy_map(plan, inputs, (), execution)
+            index, started = 0, time.perf_counter()
+            for partition in frame.iter_partitions():
+                columns = partition.to_pydict()
+                rows = list(zip(*(columns[n] for n in outputs), strict=True))
+                execution.partition_done(index, len(rows), time.perf_counter() - started)
+                for row in rows:
+                    yield index, dict(zip(outputs, row, strict=True))
+                    index += 1
+                started = time.perf_counter()
 
-    def aiter_map(self, plan: MapPlan, inputs: dict[str, Any]) -> AsyncIterator[tuple[int, Any]]:
-        return stream_in_thread(self.iter_map(plan, inputs))
+    def aiter_map(
+        self, plan: MapPlan, inputs: dict[str, Any], cache: Any = None, callbacks: Any = None
+    ) -> AsyncIterator[tuple[int, Any]]:
+        return stream_in_thread(self.iter_map(plan, inputs, cache, callbacks))
 
-    async def arun(self, plan: RunPlan, inputs: dict[str, Any]) -> Any:
-        import asyncio
+    async def arun(
+        self, plan: RunPlan, inputs: dict[str, Any], cache: Any = None, callbacks: Any = None
+    ) -> Any:
+        return await asyncio.to_thread(self.run, plan, inputs, cache, callbacks)
 
-        return await asyncio.to_thread(self.run, plan, inputs)
-
-    async def amap(self, plan: MapPlan, inputs: dict[str, Any]) -> Any:
-        import asyncio
-
-        return await asyncio.to_thread(self.map, plan, inputs)
+    async def amap(
+        self, plan: MapPlan, inputs: dict[str, Any], cache: Any = None, callbacks: Any = None
+    ) -> Any:
+        return await asyncio.to_thread(self.map, plan, inputs, cache, callbacks)
 
     def __repr__(self) -> str:
         return (
@@ -131,22 +162,33 @@ class DaftEngine:
 
     # -- building frames -----------------------------------------------------------------------
 
+    def _execution(self, plan: RunPlan, cache: Any, callbacks: Any) -> _Execution:
+        """What one call builds its frame with: the cache, and the callbacks' events."""
+        use_runner(self.runner, self.address)  # before any frame exists: frames pick one
+        every = [*self.callbacks, *(callbacks or ())]
+        events = Events.start(every, plan, type(self).__name__)
+        if events is not None and self.runner == "ray":
+            _connect(self.address)  # the report's actor lives on the cluster
+        services = Services(cache if cache is not None else self.cache, events)
+        report = batch_report(events, self.runner)
+        setup = Setup(self.max_concurrency, services, self.runner == "native", report)
+        return _Execution(setup, events, report)
+
     def _lazy_map(
-        self, plan: MapPlan, inputs: dict[str, Any], kept: tuple[str, ...] | None
+        self,
+        plan: MapPlan,
+        inputs: dict[str, Any],
+        kept: tuple[str, ...] | None,
+        execution: _Execution,
     ) -> daft.DataFrame:
         """The map as a lazy frame: the `kept` input columns (None: all) and the outputs."""
-        use_runner(self.runner, self.address)  # before any frame exists: frames pick one
         frame = self._source(plan, inputs)
         if kept is None:
             kept = tuple(c for c in frame.column_names if c not in plan.item.outputs)
         names: Names = {name: name for name in plan.map_over}
         names.update({k: Const(v) for k, v in inputs.items() if k not in plan.map_over})
-        frame = self._build(frame, plan.item, names)
+        frame = build(frame, plan.item, names, execution.setup)
         return self._outputs(frame, plan.item.outputs, names, kept)
-
-    def _build(self, frame: daft.DataFrame, plan: RunPlan, names: Names) -> daft.DataFrame:
-        setup = Setup(self.max_concurrency, Services(self.cache), self.runner == "native")
-        return build(frame, plan, names, setup)
 
     def _source(self, plan: MapPlan, inputs: dict[str, Any]) -> daft.DataFrame:
         """The mapped inputs as the columns of a frame, one row per item."""
@@ -175,6 +217,42 @@ class DaftEngine:
                 expr = col(ref)
             columns.append(expr.alias(name))
         return frame.select(*columns)
+
+
+@dataclass(frozen=True)
+class _Execution:
+    """One call's setup for the Daft functions, and the callbacks' side of it."""
+
+    setup: Setup
+    events: Events | None
+    report: Any
+
+    @contextmanager
+    def reporting(self) -> Iterator[None]:
+        """Around collecting: an error fires on_error (0.4: for the failing node), and the
+        batches reported from Ray workers are fired when it ends."""
+        try:
+            yield
+        except ExecutionError as error:
+            if self.events is not None:
+                self.events.node_error(error.node_name, error.original)
+            raise
+        finally:
+            if isinstance(self.report, RayReport):
+                self.report.close()
+
+    def partition_done(self, first: int, rows: int, seconds: float) -> None:
+        if self.events is not None:
+            if self.report is not None:
+                self.report.drain()
+            self.events.items_done(first, rows, seconds)
+
+
+def _connect(address: str | None) -> None:
+    import ray
+
+    if not ray.is_initialized():  # Daft connects lazily; connect as it would
+        ray.init(address=address, ignore_reinit_error=True)
 
 
 def _item_columns(inputs: dict[str, Any], plan: MapPlan) -> dict[str, list[Any]]:
@@ -222,6 +300,5 @@ def use_runner(runner: str, address: str | None) -> None:
 def _cluster_cpus(address: str | None) -> int:
     import ray
 
-    if not ray.is_initialized():  # Daft connects lazily; connect as it would
-        ray.init(address=address, ignore_reinit_error=True)
+    _connect(address)
     return max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +29,8 @@ from ..._limits import LoopSlots
 from ...cache import key_or_none, lineages, lookup
 from ...exceptions import ExecutionError, summarize_inputs, wrap_error
 from ...plan import RunPlan, Step, check_map_inputs
-from ...runtime import NO_SERVICES, Services, resilient
-from ..local.sequential import compile_run
+from ...runtime import NO_SERVICES, Services, node_calls, resilient
+from ..local.sequential import compile_run, map_items
 from .groups import Group, plan_groups
 
 Columns = dict[str, Any]  # name -> list of values, one per row
@@ -38,8 +39,10 @@ Columns = dict[str, Any]  # name -> list of values, one per row
 class _Call:
     """One plain node over columns."""
 
-    def __init__(self, step: Step, constants: dict[str, Any], services: Services, lineage: str):
+    def __init__(self, step: Step, constants: dict[str, Any], setup: Setup, lineage: str):
+        services = setup.services
         self.label = step.label
+        self.report = setup.report
         self.args = step.args
         self.outputs = step.outputs
         self.constants = constants
@@ -50,6 +53,11 @@ class _Call:
         func = resilient(step.node.func, step.node, step.is_async, bounded=False)
         positional = step.args == tuple(step.node.root_args[: len(step.args)])
         self.func: Callable[..., Any] = func if positional else _by_name(func, step.args)
+
+    def reported(self, rows: int, cached: int, started: float) -> None:
+        """Tell the driver's callbacks about a batch of this node's calls (if any listen)."""
+        if self.report is not None:
+            self.report.record(self.label, rows, time.perf_counter() - started, cached)
 
     def arguments(self, columns: Columns, n_rows: int) -> list[Any]:
         constants = self.constants
@@ -129,12 +137,15 @@ class SyncNodes:
 
     def compute(self, columns: Columns, n_rows: int) -> None:
         for call in self.calls:
+            started = time.perf_counter()
             if call.cache is None:
                 call.store(columns, self._rows(call, columns, n_rows))
+                call.reported(n_rows, 0, started)
                 continue
             results, keys, missing = call.cached(columns, n_rows)
             computed = self._rows(call, call.subset(columns, missing), len(missing))
             call.complete(columns, results, keys, missing, computed)
+            call.reported(len(missing), n_rows - len(missing), started)
 
     @staticmethod
     def _rows(call: _Call, columns: Columns, n_rows: int) -> list[Any]:
@@ -159,12 +170,15 @@ class AsyncNode:
 
     async def acompute(self, columns: Columns, n_rows: int) -> None:
         call = self.call
+        started = time.perf_counter()
         if call.cache is None:
             call.store(columns, await self._rows(columns, n_rows))
+            call.reported(n_rows, 0, started)
             return
         results, keys, missing = call.cached(columns, n_rows)
         computed = await self._rows(call.subset(columns, missing), len(missing))
         call.complete(columns, results, keys, missing, computed)
+        call.reported(len(missing), n_rows - len(missing), started)
 
     async def _rows(self, columns: Columns, n_rows: int) -> list[Any]:
         func = self.call.func
@@ -216,14 +230,17 @@ class BatchNode:
 
     def compute(self, columns: Columns, n_rows: int) -> None:
         call = self.call
+        started = time.perf_counter()
         if call.cache is None:
             columns.update(self._rows(columns, n_rows))
+            call.reported(n_rows, 0, started)
             return
         results, keys, missing = call.cached(columns, n_rows)
         computed = self._rows(call.subset(columns, missing), len(missing))
         rows = list(zip(*(computed[name] for name in call.outputs), strict=True))
         fresh = [row[0] for row in rows] if len(call.outputs) == 1 else rows
         call.complete(columns, results, keys, missing, fresh)
+        call.reported(len(missing), n_rows - len(missing), started)
 
     def _rows(self, columns: Columns, n_rows: int) -> Columns:
         arrays = {a: _array(columns[a]) for a in self.call.args if a in columns}
@@ -353,8 +370,9 @@ class Setup:
     """What building runners needs from the engine."""
 
     limit: int = 100  # async calls in flight per node, unless the node sets its own
-    services: Services = NO_SERVICES
+    services: Services = NO_SERVICES  # with the driver's events: driver steps fire hooks
     in_process: bool = True  # the native runner: Daft functions run in this process
+    report: Any = None  # where batches are reported for the callbacks (reporting.py)
 
     def lineages(self, plan: RunPlan) -> dict[int, str]:
         """Each step's lineage (its cache key's first part), by step id; empty: no cache."""
@@ -369,7 +387,7 @@ def make_runner(group: Group, constants: dict[str, Any], setup: Setup, keys: dic
     if group.kind in ("nested", "map"):
         kind = NestedInline if group.kind == "nested" else NestedMap
         return kind(step, constants, setup)
-    calls = [_Call(s, constants, setup.services, keys.get(id(s), "")) for s in group.steps]
+    calls = [_Call(s, constants, setup, keys.get(id(s), "")) for s in group.steps]
     if group.kind == "sync":
         return SyncNodes(calls)
     if group.kind == "async":
@@ -378,9 +396,13 @@ def make_runner(group: Group, constants: dict[str, Any], setup: Setup, keys: dic
 
 
 def run_on_driver(step: Step, constants: dict[str, Any], services: Services) -> dict[str, Any]:
-    """Run a step whose inputs are all constants, once, with the local node runtime."""
+    """Run a step whose inputs are all constants, once, with the local node runtime (its
+    node hooks fire; it is not an item of its own)."""
     plan = RunPlan(step.label, (step,), ((0,),), step.args, step.outputs)
-    return compile_run(plan, services)({a: constants[a] for a in step.args})
+    (call,) = node_calls(plan, compile_run, map_items, services)
+    values = {a: constants[a] for a in step.args}
+    call(values)
+    return {name: values[name] for name in step.outputs}
 
 
 def _array(values: list[Any]) -> Any:

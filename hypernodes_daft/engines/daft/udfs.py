@@ -10,6 +10,7 @@ The Daft function is named after its nodes, so `explain()` shows one UDF per gro
 
 from __future__ import annotations
 
+import time
 import weakref
 from typing import Any
 
@@ -69,7 +70,9 @@ class BatchFunction:
             for name, s in zip(self.inputs, series, strict=True)
         }
         n_rows = len(series[0])
+        started = time.perf_counter()
         (result,) = self.runner(arrays, n_rows)
+        self.runner.call.reported(n_rows, 0, started)
         label = self.runner.call.label
         if not _is_arrow(result):
             return self._result({self.outputs[0][0]: _values(result, n_rows, label)})

@@ -9,6 +9,7 @@ seed 000's workload costs what `asyncio.gather` costs.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
@@ -16,9 +17,9 @@ from typing import Any
 
 from ...exceptions import ExecutionError
 from ...plan import RunPlan, iter_items
-from ...runtime import NO_SERVICES, NodeCall, Services, Values, node_calls
+from ...runtime import NO_SERVICES, NodeCall, Services, Values, aitem_runner, node_calls
 
-ARunItem = Callable[[Values], Awaitable[Values]]
+ARunItem = Callable[..., Awaitable[Values]]  # (values, index=None) -> outputs
 
 
 class _SyncChain:
@@ -54,7 +55,9 @@ class _SyncChain:
             if self(values) > self._OFFLOAD_ABOVE:
                 self.inline, self.pinned = False, True
             return
-        took = await asyncio.get_running_loop().run_in_executor(self.threads, self, values)
+        # in a copy of this task's context: the nodes see the item they run for
+        run = contextvars.copy_context().run
+        took = await asyncio.get_running_loop().run_in_executor(self.threads, run, self, values)
         if not self.pinned:
             if took < self._INLINE_BELOW:
                 self.quick += 1
@@ -76,8 +79,8 @@ def compile_arun(
     With `concurrent_nodes`, the nodes of one topological generation run together.
     """
 
-    def compile_inner(inner: RunPlan) -> ARunItem:
-        return compile_arun(inner, concurrent_nodes, threads, max_concurrency, services)
+    def compile_inner(inner: RunPlan, inner_services: Services) -> ARunItem:
+        return compile_arun(inner, concurrent_nodes, threads, max_concurrency, inner_services)
 
     async def map_inner(run_item: ARunItem, inputs: Values, *spec: Any) -> list[Values]:
         return await amap_items(run_item, inputs, *spec, max_concurrency=max_concurrency)
@@ -99,7 +102,7 @@ def compile_arun(
                 await _gather_in_order([segment.acall(values) for segment in level])
         return {name: values[name] for name in outputs}
 
-    return arun
+    return aitem_runner(arun, services.events)
 
 
 def _segments(calls: list[Any], threads: Executor | None, chain: bool) -> list[Any]:
@@ -148,7 +151,7 @@ async def amap_items(
     async def worker() -> None:
         for index, item in items:
             try:
-                results[index] = await arun_item(item)
+                results[index] = await arun_item(item, index)
             except ExecutionError as error:
                 raise error.located(index) from error.original
 
@@ -163,7 +166,7 @@ async def amap_items(
 
 async def _all_at_once(arun_item: ARunItem, items: Iterator[Values]) -> list[Values]:
     """One task per item and no wrapper coroutine: the per-item cost of plain gather."""
-    tasks = [asyncio.ensure_future(arun_item(item)) for item in items]
+    tasks = [asyncio.ensure_future(arun_item(item, index)) for index, item in enumerate(items)]
     try:
         return await asyncio.gather(*tasks)
     except ExecutionError as error:

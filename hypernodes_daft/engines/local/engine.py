@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
+from ..._events import Events, aobserved_stream, observed_map, observed_stream
 from ..._loop import run_coroutine
-from ...callbacks import accepted_callbacks
 from ...plan import MapPlan, RunPlan
 from ...runtime import RunItem, Services, Values
 from .asynchronous import ARunItem, amap_items, compile_arun
@@ -77,7 +77,7 @@ class HypernodesEngine:
         self.max_concurrency = max_concurrency
         self.cache = cache
         self.services = Services(cache=cache)
-        self.callbacks = accepted_callbacks(callbacks)
+        self.callbacks = list(callbacks or [])
         self._given = {
             "node": node_executor if isinstance(node_executor, Executor) else None,
             "map": map_executor if isinstance(map_executor, Executor) else None,
@@ -86,53 +86,67 @@ class HypernodesEngine:
         self._async_runners: dict[int, tuple[RunPlan, ARunItem]] = {}
 
     # -- the Engine protocol -----------------------------------------------------------------
+    # `cache` and `callbacks` come from the pipeline (`Pipeline(cache=..., callbacks=...)`):
+    # its cache replaces the engine's, its callbacks are fired after the engine's.
 
-    def run(self, plan: RunPlan, inputs: Values) -> Values:
-        return self._item_runner(plan)(dict(inputs))
+    def run(
+        self, plan: RunPlan, inputs: Values, cache: Any = None, callbacks: Any = None
+    ) -> Values:
+        services = self._services(plan, cache, callbacks)
+        return self._item_runner(plan, services)(dict(inputs))
 
-    def map(self, plan: MapPlan, inputs: Values) -> list[Values]:
-        spec = (inputs, plan.map_over, plan.map_mode)
+    def map(
+        self, plan: MapPlan, inputs: Values, cache: Any = None, callbacks: Any = None
+    ) -> list[Values]:
+        services = self._services(plan.item, cache, callbacks)
         if self.map_executor == "async":
-            return run_coroutine(self._amap(plan, inputs))
-        if self.map_executor == "parallel":
-            return map_parallel(self._pool("map"), self._workers(), plan, inputs, self.services)
-        run_item = self._item_runner(plan.item)
-        if self.map_executor == "threaded":
-            return map_threaded(self._pool("map"), run_item, *spec)
-        return map_items(run_item, *spec)
+            return run_coroutine(self._amap(plan, inputs, services))
+        with observed_map(services.events, plan.n_items):
+            if self.map_executor == "parallel":
+                return map_parallel(self._pool("map"), self._workers(), plan, inputs, services)
+            run_item = self._item_runner(plan.item, services)
+            spec = (inputs, plan.map_over, plan.map_mode)
+            if self.map_executor == "threaded":
+                return map_threaded(self._pool("map"), run_item, *spec)
+            return map_items(run_item, *spec)
 
-    def iter_map(self, plan: MapPlan, inputs: Values) -> Iterator[tuple[int, Values]]:
+    def iter_map(
+        self, plan: MapPlan, inputs: Values, cache: Any = None, callbacks: Any = None
+    ) -> Iterator[tuple[int, Values]]:
         """`(index, outputs)` per item as soon as it is done (in order when sequential)."""
-        spec = (inputs, plan.map_over, plan.map_mode)
+        services = self._services(plan.item, cache, callbacks)
         if self.map_executor == "async":
-            return stream_from_loop(self._astream(plan, inputs))
-        if self.map_executor == "parallel":
-            return iter_parallel(self._pool("map"), self._workers(), plan, inputs, self.services)
-        run_item = self._item_runner(plan.item)
-        if self.map_executor == "threaded":
-            return stream_threaded(self._pool("map"), run_item, *spec, 2 * self._workers())
-        return stream_items(run_item, *spec)
+            return stream_from_loop(self._astream(plan, inputs, services))
+        return observed_stream(self._stream(plan, inputs, services), services.events, plan.n_items)
 
-    async def aiter_map(self, plan: MapPlan, inputs: Values) -> AsyncIterator[tuple[int, Values]]:
+    async def aiter_map(
+        self, plan: MapPlan, inputs: Values, cache: Any = None, callbacks: Any = None
+    ) -> AsyncIterator[tuple[int, Values]]:
         """`iter_map` for async callers; the async executor streams on the caller's loop."""
         if self.map_executor == "async":
-            async for entry in self._astream(plan, inputs):
-                yield entry
-            return
-        async for entry in stream_in_thread(self.iter_map(plan, inputs)):
+            services = self._services(plan.item, cache, callbacks)
+            stream = self._astream(plan, inputs, services)
+        else:
+            stream = stream_in_thread(self.iter_map(plan, inputs, cache, callbacks))
+        async for entry in stream:
             yield entry
 
-    async def arun(self, plan: RunPlan, inputs: Values) -> Values:
+    async def arun(
+        self, plan: RunPlan, inputs: Values, cache: Any = None, callbacks: Any = None
+    ) -> Values:
         """`run` for async callers: async work runs on the caller's event loop."""
         if self.node_executor == "async" or plan.is_async:
-            return await self._async_runner(plan)(dict(inputs))
-        return await asyncio.to_thread(self.run, plan, inputs)
+            services = self._services(plan, cache, callbacks)
+            return await self._async_runner(plan, services)(dict(inputs))
+        return await asyncio.to_thread(self.run, plan, inputs, cache, callbacks)
 
-    async def amap(self, plan: MapPlan, inputs: Values) -> list[Values]:
+    async def amap(
+        self, plan: MapPlan, inputs: Values, cache: Any = None, callbacks: Any = None
+    ) -> list[Values]:
         """`map` for async callers: with the async executor, on the caller's event loop."""
         if self.map_executor == "async":
-            return await self._amap(plan, inputs)
-        return await asyncio.to_thread(self.map, plan, inputs)
+            return await self._amap(plan, inputs, self._services(plan.item, cache, callbacks))
+        return await asyncio.to_thread(self.map, plan, inputs, cache, callbacks)
 
     # -- resources -----------------------------------------------------------------------------
 
@@ -158,44 +172,69 @@ class HypernodesEngine:
 
     # -- compiling plans into runners ------------------------------------------------------------
 
-    def _item_runner(self, plan: RunPlan) -> RunItem:
+    def _services(self, plan: RunPlan, cache: Any, callbacks: Any) -> Services:
+        """The services of one call: the engine's own unless the pipeline brings a cache or
+        either brings callbacks (then the runners are compiled for this call only)."""
+        every = [*self.callbacks, *(callbacks or ())]
+        if cache is None and not every:
+            return self.services
+        events = Events.start(every, plan, type(self).__name__, "SeqEngine")
+        return Services(cache if cache is not None else self.cache, events)
+
+    def _item_runner(self, plan: RunPlan, services: Services) -> RunItem:
         """A synchronous function running one item with the node executor."""
         if self.node_executor == "threaded":
-            return compile_threaded(plan, self._pool("node"), self.services)
+            return compile_threaded(plan, self._pool("node"), services)
         if self.node_executor == "async":
-            arun = self._async_runner(plan)
-            return lambda values: run_coroutine(arun(values))
-        return compile_run(plan, self.services)
+            arun = self._async_runner(plan, services)
+            return lambda values, index=None: run_coroutine(arun(values, index))
+        return compile_run(plan, services)
 
-    def _async_runner(self, plan: RunPlan) -> ARunItem:
-        """Kept per plan, so what the runner learned (which sync nodes are quick enough to
-        run on the loop) carries over to the next call with the same plan."""
+    def _async_runner(self, plan: RunPlan, services: Services) -> ARunItem:
+        """Kept per plan (for the engine's own services), so what the runner learned (which
+        sync nodes are quick enough to run on the loop) carries over to the next call."""
         kept = self._async_runners.get(id(plan))
-        if kept is not None and kept[0] is plan:
+        if services is self.services and kept is not None and kept[0] is plan:
             return kept[1]
-        if len(self._async_runners) >= _KEPT_RUNNERS:
-            self._async_runners.clear()
         concurrent_nodes = self.node_executor != "sequential"
         runner = compile_arun(
-            plan, concurrent_nodes, self._pool("io"), self.max_concurrency, self.services
+            plan, concurrent_nodes, self._pool("io"), self.max_concurrency, services
         )
-        self._async_runners[id(plan)] = (plan, runner)
+        if services is self.services:
+            if len(self._async_runners) >= _KEPT_RUNNERS:
+                self._async_runners.clear()
+            self._async_runners[id(plan)] = (plan, runner)
         return runner
 
-    async def _amap(self, plan: MapPlan, inputs: Values) -> list[Values]:
-        return await amap_items(
-            self._async_runner(plan.item),
-            inputs,
-            plan.map_over,
-            plan.map_mode,
-            plan.n_items,
-            max_concurrency=self.max_concurrency,
-        )
+    async def _amap(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
+        with observed_map(services.events, plan.n_items):
+            return await amap_items(
+                self._async_runner(plan.item, services),
+                inputs,
+                plan.map_over,
+                plan.map_mode,
+                plan.n_items,
+                max_concurrency=self.max_concurrency,
+            )
 
-    def _astream(self, plan: MapPlan, inputs: Values) -> AsyncIterator[tuple[int, Values]]:
-        arun_item = self._async_runner(plan.item)
+    def _astream(
+        self, plan: MapPlan, inputs: Values, services: Services
+    ) -> AsyncIterator[tuple[int, Values]]:
+        arun_item = self._async_runner(plan.item, services)
         spec = (inputs, plan.map_over, plan.map_mode)
-        return astream_items(arun_item, *spec, max_concurrency=self.max_concurrency)
+        stream = astream_items(arun_item, *spec, max_concurrency=self.max_concurrency)
+        return aobserved_stream(stream, services.events, plan.n_items)
+
+    def _stream(
+        self, plan: MapPlan, inputs: Values, services: Services
+    ) -> Iterator[tuple[int, Values]]:
+        if self.map_executor == "parallel":
+            return iter_parallel(self._pool("map"), self._workers(), plan, inputs, services)
+        run_item = self._item_runner(plan.item, services)
+        spec = (inputs, plan.map_over, plan.map_mode)
+        if self.map_executor == "threaded":
+            return stream_threaded(self._pool("map"), run_item, *spec, 2 * self._workers())
+        return stream_items(run_item, *spec)
 
     def _workers(self) -> int:
         return self.max_workers or os.cpu_count() or 1

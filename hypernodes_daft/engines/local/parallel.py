@@ -13,10 +13,12 @@ import hashlib
 import math
 from collections.abc import Iterator
 from concurrent.futures import Executor
+from dataclasses import replace
 from typing import Any
 
 import cloudpickle
 
+from ..._events import RecordingEvents
 from ...exceptions import ExecutionError, PlanningError, wrap_error
 from ...plan import MapPlan, RunPlan, iter_rows, make_item
 from ...runtime import RunItem, Services, Values
@@ -42,10 +44,12 @@ def iter_parallel(
     pool: Executor, workers: int, plan: MapPlan, inputs: Values, services: Services
 ) -> Iterator[tuple[int, Values]]:
     """`(index, outputs)` per item, a chunk at a time as chunks finish; at most two chunks
-    per worker are pickled and in flight."""
+    per worker are pickled and in flight. With callbacks, the workers record the hooks of
+    each chunk and they fire here, before the chunk's results are yielded."""
     if not plan.n_items:
         return
     plan_blob = _dumps_plan(plan.item, services)
+    events = services.events
     shared = {k: v for k, v in inputs.items() if k not in plan.map_over}
     shared_blob = _dumps_inputs(plan.item, shared)
     key = hashlib.sha256(plan_blob + shared_blob).hexdigest()
@@ -55,7 +59,9 @@ def iter_parallel(
         (start, (key, plan_blob, shared_blob, plan.map_over, start, blob)) for start, blob in chunks
     )
     for start, outcome in as_finished(pool, _run_chunk, tasks, 2 * workers):
-        status, payload = cloudpickle.loads(outcome)
+        status, payload, records = cloudpickle.loads(outcome)
+        if events is not None:
+            events.replay(records)
         if status == "error":
             raise payload
         yield from enumerate(payload, start)
@@ -72,29 +78,43 @@ def _run_chunk(
     """In a worker process: run a chunk of items, return pickled results or the error."""
     if _worker_cache.get("key") != key:
         _worker_cache.clear()
+        plan, services, observed = cloudpickle.loads(plan_blob)
+        records: list[Any] = []
+        if observed:
+            services = replace(services, events=RecordingEvents(records, plan))
         _worker_cache.update(
             key=key,
-            run=compile_run(*cloudpickle.loads(plan_blob)),
+            run=compile_run(plan, services),
             shared=cloudpickle.loads(shared_blob),
+            records=records,
         )
     run: RunItem = _worker_cache["run"]
     shared: Values = _worker_cache["shared"]
+    records = _worker_cache["records"]
     results = []
     for offset, row in enumerate(cloudpickle.loads(rows_blob)):
+        index = start + offset
         try:
-            results.append(run(make_item(shared, map_over, row)))
+            results.append(run(make_item(shared, map_over, row), index))
         except ExecutionError as error:
-            return _dumps_error(error.located(start + offset))
-    return cloudpickle.dumps(("ok", results))
+            return _dumps_error(error.located(index), _taken(records))
+    return cloudpickle.dumps(("ok", results, _taken(records)))
 
 
-def _dumps_error(error: ExecutionError) -> bytes:
+def _taken(records: list[Any]) -> list[Any]:
+    taken = records[:]
+    records.clear()
+    return taken
+
+
+def _dumps_error(error: ExecutionError, records: list[Any]) -> bytes:
     try:
-        return cloudpickle.dumps(("error", error))
-    except Exception:  # the original exception does not pickle: keep its text
+        return cloudpickle.dumps(("error", error, records))
+    except Exception:  # the original exception (also in on_error records) does not pickle
         original = RuntimeError(f"{type(error.original).__name__}: {error.original}")
         stand_in = wrap_error(original, error.node_name, error.inputs, error.path)
-        return cloudpickle.dumps(("error", stand_in))
+        kept = [r for r in records if r[1] != "on_error"]
+        return cloudpickle.dumps(("error", stand_in, kept))
 
 
 def _row_chunks(plan: MapPlan, inputs: Values, size: int) -> Iterator[tuple[int, bytes]]:
@@ -108,8 +128,11 @@ def _row_chunks(plan: MapPlan, inputs: Values, size: int) -> Iterator[tuple[int,
 
 
 def _dumps_plan(plan: RunPlan, services: Services) -> bytes:
+    """The plan and the services a worker needs: the cache travels (a DiskCache is its
+    path), the callbacks stay here (workers record the hooks for them)."""
+    observed = services.events is not None
     try:
-        return cloudpickle.dumps((plan, services))
+        return cloudpickle.dumps((plan, Services(services.cache), observed))
     except Exception as err:
         for step in _all_steps(plan):
             func = getattr(step.node, "func", None)

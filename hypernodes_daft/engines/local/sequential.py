@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...plan import MapPlan, RunPlan
-from ...runtime import NO_SERVICES, RunItem, Services, Values, node_calls
+from ...runtime import NO_SERVICES, RunItem, Services, Values, item_runner, node_calls
 from .streaming import stream_items
 
 
@@ -12,7 +12,7 @@ def compile_run(plan: RunPlan, services: Services = NO_SERVICES) -> RunItem:
 
     Everything that does not depend on the values is done here, once per plan.
     """
-    calls = node_calls(plan, lambda inner: compile_run(inner, services), map_items, services)
+    calls = node_calls(plan, compile_run, map_items, services)
     outputs = plan.outputs
 
     def run(values: Values) -> Values:
@@ -20,7 +20,7 @@ def compile_run(plan: RunPlan, services: Services = NO_SERVICES) -> RunItem:
             call(values)
         return {name: values[name] for name in outputs}
 
-    return run
+    return item_runner(run, services.events)
 
 
 def map_items(

@@ -88,7 +88,7 @@ async def astream_items(
     async def worker() -> None:
         for index, item in items:
             try:
-                entry = (index, await arun_item(item), None)
+                entry = (index, await arun_item(item, index), None)
             except Exception as error:
                 entry = (index, None, error)
             await finished.put(entry)
@@ -166,6 +166,6 @@ async def stream_in_thread(stream: Iterator[Streamed]) -> AsyncIterator[Streamed
 
 def _located(run_item: RunItem, item: Values, index: int) -> Values:
     try:
-        return run_item(item)
+        return run_item(item, index)
     except ExecutionError as error:
         raise error.located(index) from error.original

@@ -3,17 +3,18 @@ generations), and map items run on a thread pool."""
 
 from __future__ import annotations
 
+import contextvars
 from concurrent.futures import Executor, Future, wait
 
 from ...exceptions import ExecutionError
 from ...plan import RunPlan, iter_items
-from ...runtime import NO_SERVICES, RunItem, Services, Values, node_calls
+from ...runtime import NO_SERVICES, RunItem, Services, Values, item_runner, node_calls
 from .sequential import map_items
 
 
 def compile_threaded(plan: RunPlan, pool: Executor, services: Services = NO_SERVICES) -> RunItem:
     """Like `compile_run`, but the nodes of one generation run concurrently on `pool`."""
-    calls = node_calls(plan, lambda p: compile_threaded(p, pool, services), map_items, services)
+    calls = node_calls(plan, lambda p, s: compile_threaded(p, pool, s), map_items, services)
     levels = [[calls[i] for i in level] for level in plan.generations]
     outputs = plan.outputs
 
@@ -22,13 +23,14 @@ def compile_threaded(plan: RunPlan, pool: Executor, services: Services = NO_SERV
             if len(level) == 1:
                 level[0](values)
                 continue
-            futures = [pool.submit(call, values) for call in level]
+            # each in a copy of this context: nodes see the item they run for
+            futures = [pool.submit(contextvars.copy_context().run, call, values) for call in level]
             wait(futures)
             for future in futures:  # in plan order, so the reported error is deterministic
                 future.result()
         return {name: values[name] for name in outputs}
 
-    return run
+    return item_runner(run, services.events)
 
 
 def map_threaded(
@@ -36,7 +38,8 @@ def map_threaded(
 ) -> list[Values]:
     """Run the items on `pool`; results in input order, an error names its item."""
     futures: list[Future[Values]] = [
-        pool.submit(run_item, item) for item in iter_items(inputs, map_over, map_mode)
+        pool.submit(run_item, item, index)
+        for index, item in enumerate(iter_items(inputs, map_over, map_mode))
     ]
     results = []
     try:
