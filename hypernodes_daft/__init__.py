@@ -12,6 +12,14 @@ Pipeline(nodes=[double]).map(inputs={"x": [1, 2, 3]}, map_over="x")
 
 from ._retries import CircuitBreaker, CircuitOpenError
 from .cache import DiskCache, MemoryCache
+from .callbacks import (
+    CallbackContext,
+    MetricsCallback,
+    PipelineCallback,
+    ProgressCallback,
+    report_progress,
+)
+from .context import NodeContext, current_node
 from .engines import HypernodesEngine, SeqEngine
 from .exceptions import (
     CycleError,
@@ -65,4 +73,11 @@ __all__ = [
     "visualize",
     "CircuitBreaker",
     "CircuitOpenError",
+    "PipelineCallback",
+    "CallbackContext",
+    "ProgressCallback",
+    "MetricsCallback",
+    "NodeContext",
+    "current_node",
+    "report_progress",
 ]
