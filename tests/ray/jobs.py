@@ -201,6 +201,49 @@ def job_fault(engine: DaftEngine, pid_dir: str) -> dict:
     return {"ys": [r["y"] for r in rows]}
 
 
+def job_callbacks(engine: DaftEngine, _: str) -> dict:
+    """Node events from the Ray workers reach the driver's callbacks: per-node calls and
+    hits (MetricsCallback takes aggregates) and 0.4 hooks per row (a plain callback)."""
+    from hypernodes_daft import MetricsCallback, PipelineCallback
+
+    class Ends(PipelineCallback):
+        def __init__(self) -> None:
+            self.ends: dict[str, int] = {}
+            self.items = 0
+
+        def on_node_end(self, node_id, outputs, duration, ctx):
+            self.ends[node_id] = self.ends.get(node_id, 0) + 1
+
+        def on_map_item_end(self, item_index, duration, ctx):
+            self.items += 1
+
+    @node(output_name="y")
+    def double(x: int) -> int:
+        return 2 * x
+
+    @node(output_name="z")
+    async def slow_inc(y: int) -> int:
+        await asyncio.sleep(0.001)
+        return y + 1
+
+    metrics, ends = MetricsCallback(), Ends()
+    engine = DaftEngine(
+        runner="ray", address=engine.address, partitions=4, callbacks=[metrics, ends]
+    )
+    rows = Pipeline(nodes=[double, slow_inc]).map(
+        inputs={"x": list(range(200))}, map_over="x", engine=engine
+    )
+    summary = {
+        k: {"calls": v["calls"], "cached": v["cached"]} for k, v in metrics.summary().items()
+    }
+    return {
+        "zs": [r["z"] for r in rows],
+        "metrics": summary,
+        "ends": ends.ends,
+        "items": ends.items,
+    }
+
+
 def _process_state() -> dict:
     # one dict per worker process, kept on a module every process has
     if not hasattr(threading, "_hypernodes_test_state"):

@@ -51,6 +51,17 @@ def test_disk_cache_on_a_shared_path_serves_the_second_map(run_job, tmp_path):
     assert result["calls"] == [60, 60]  # every row computed once, then served by workers
 
 
+def test_node_events_from_ray_workers_reach_the_drivers_callbacks(run_job):
+    result = run_job("callbacks")
+    assert result["zs"] == [2 * x + 1 for x in range(200)]
+    assert result["metrics"] == {
+        "double": {"calls": 200, "cached": 0},
+        "slow_inc": {"calls": 200, "cached": 0},
+    }
+    assert result["ends"] == {"double": 200, "slow_inc": 200}
+    assert result["items"] == 200
+
+
 def test_switching_runner_in_one_process_is_a_clear_error(run_job):
     result = run_job("switch")
     assert result["error"] == "PlanningError"

@@ -131,7 +131,7 @@ class DaftEngine:
             frame = self._lazy_map(plan, inputs, (), execution)
             index, started = 0, time.perf_counter()
             for partition in frame.iter_partitions():
-                columns = partition.to_pydict()
+                columns = _local(partition).to_pydict()
                 rows = list(zip(*(columns[n] for n in outputs), strict=True))
                 execution.partition_done(index, len(rows), time.perf_counter() - started)
                 for row in rows:
@@ -246,6 +246,15 @@ class _Execution:
             if self.report is not None:
                 self.report.drain()
             self.events.items_done(first, rows, seconds)
+
+
+def _local(partition: Any) -> Any:
+    """A partition from `iter_partitions`: on Ray it is a reference to fetch."""
+    if hasattr(partition, "to_pydict"):
+        return partition
+    import ray
+
+    return ray.get(partition)
 
 
 def _connect(address: str | None) -> None:
