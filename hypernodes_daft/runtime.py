@@ -78,6 +78,13 @@ class NodeCall:
     def __call__(self, values: Values) -> None:
         token = CURRENT_NODE.set(self.context)
         try:
+            if self.cache is None and self.events is None:  # the common case, kept short
+                try:
+                    result = self.func(**{a: values[a] for a in self.args})
+                    self._store(values, run_coroutine(result) if self.is_async else result)
+                except Exception as error:
+                    raise self._failed(error, values) from error
+                return
             key = self._key(values) if self.cache is not None else None
             if key is not None and self._restore(key, values):
                 return
@@ -98,6 +105,13 @@ class NodeCall:
         sync nodes off the loop itself, in worker threads.)"""
         token = CURRENT_NODE.set(self.context)
         try:
+            if self.cache is None and self.events is None:
+                try:
+                    result = self.func(**{a: values[a] for a in self.args})
+                    self._store(values, await result if self.is_async else result)
+                except Exception as error:
+                    raise self._failed(error, values) from error
+                return
             key = self._key(values) if self.cache is not None else None
             if key is not None and self._restore(key, values):
                 return
@@ -117,6 +131,7 @@ class NodeCall:
         return 0.0 if self.events is None else self.events.node_start(self.label, self.args, values)
 
     def _finished(self, result: Any, started: float, key: str | None) -> None:
+        """After a call passed the output checks: node_end, then store it in the cache."""
         if self.events is not None:
             name = self.single if self.single is not None else self.outputs
             self.events.node_end(self.label, {name: result}, started)

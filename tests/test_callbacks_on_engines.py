@@ -389,3 +389,24 @@ def test_a_long_node_reports_its_own_progress_under_the_bar():
     )
     assert seen_totals[:4] == [(1, 5), (2, 5), (3, 5), (4, 5)]  # the 5th closes the sub-bar
     assert progress.sub_bars == {}
+
+
+def test_daft_nodes_see_their_name_for_sync_async_and_batch_nodes():
+    """On DaftEngine a node's calls run a batch at a time: the name is known, the item
+    index is not (None)."""
+
+    @node(output_name="a")
+    def sync_name(x: int) -> str:
+        return current_node().node_name
+
+    @node(output_name="b")
+    async def async_name(a: str) -> str:
+        return current_node().node_name
+
+    @node(output_name="c", batch=True)
+    def batch_name(b):
+        return [current_node().node_name] * len(b)
+
+    pipeline = Pipeline(nodes=[sync_name, async_name, batch_name])
+    results = pipeline.map(inputs={"x": [1, 2]}, map_over="x", engine=DaftEngine())
+    assert results == [{"a": "sync_name", "b": "async_name", "c": "batch_name"}] * 2

@@ -27,6 +27,7 @@ from typing import Any
 from ..._batch import as_argument, as_values
 from ..._limits import LoopSlots
 from ...cache import key_or_none, lineages, lookup
+from ...context import node_context
 from ...exceptions import ExecutionError, summarize_inputs, wrap_error
 from ...plan import RunPlan, Step, check_map_inputs
 from ...runtime import NO_SERVICES, Services, node_calls, resilient
@@ -53,6 +54,10 @@ class _Call:
         func = resilient(step.node.func, step.node, step.is_async, bounded=False)
         positional = step.args == tuple(step.node.root_args[: len(step.args)])
         self.func: Callable[..., Any] = func if positional else _by_name(func, step.args)
+
+    def scope(self) -> Any:
+        """Entered around the node's calls of a batch (async: the tasks copy it)."""
+        return node_context(self.label)
 
     def reported(self, rows: int, cached: int, started: float) -> None:
         """Tell the driver's callbacks about a batch of this node's calls (if any listen)."""
@@ -151,7 +156,8 @@ class SyncNodes:
     def _rows(call: _Call, columns: Columns, n_rows: int) -> list[Any]:
         results: list[Any] = []
         try:  # extend keeps what was computed, so len(results) is the failing row
-            results.extend(map(call.func, *call.arguments(columns, n_rows)))
+            with call.scope():
+                results.extend(map(call.func, *call.arguments(columns, n_rows)))
         except Exception as error:
             raise call.failed(error, len(results), columns) from error
         return results
@@ -181,30 +187,33 @@ class AsyncNode:
         call.reported(len(missing), n_rows - len(missing), started)
 
     async def _rows(self, columns: Columns, n_rows: int) -> list[Any]:
-        func = self.call.func
-        slots = self._slots.here()
-        rows = self.call.arguments(columns, n_rows)
-        if slots.take(n_rows):  # the whole batch fits: no per-row wrapper
-            try:
-                results = await asyncio.gather(*map(func, *rows), return_exceptions=True)
-            finally:
-                slots.give(n_rows)
-        else:
-
-            async def bounded(*row: Any) -> Any:
-                await slots.wait()
-                try:
-                    return await func(*row)
-                finally:
-                    slots.give(1)
-
-            results = await asyncio.gather(*map(bounded, *rows), return_exceptions=True)
+        with self.call.scope():  # entered before the tasks exist: each copies the context
+            results = await self._gathered(columns, n_rows)
         for row, result in enumerate(results):
             if isinstance(result, Exception):
                 raise self.call.failed(result, row, columns) from result
             if isinstance(result, BaseException):
                 raise result
         return results
+
+    async def _gathered(self, columns: Columns, n_rows: int) -> list[Any]:
+        func = self.call.func
+        slots = self._slots.here()
+        rows = self.call.arguments(columns, n_rows)
+        if slots.take(n_rows):  # the whole batch fits: no per-row wrapper
+            try:
+                return await asyncio.gather(*map(func, *rows), return_exceptions=True)
+            finally:
+                slots.give(n_rows)
+
+        async def bounded(*row: Any) -> Any:
+            await slots.wait()
+            try:
+                return await func(*row)
+            finally:
+                slots.give(1)
+
+        return await asyncio.gather(*map(bounded, *rows), return_exceptions=True)
 
 
 class BatchNode:
@@ -222,7 +231,8 @@ class BatchNode:
             for a in self.call.args
         }
         try:
-            result = self.call.func(**kwargs)
+            with self.call.scope():
+                result = self.call.func(**kwargs)
             return [result] if len(self.call.outputs) == 1 else list(result)
         except Exception as error:
             summary = summarize_inputs({a: f"<{n_rows} rows>" for a in arrays})

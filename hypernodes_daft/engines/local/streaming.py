@@ -30,7 +30,11 @@ def stream_items(
 ) -> Iterator[Streamed]:
     """One item after another, in order."""
     for index, item in enumerate(iter_items(inputs, map_over, map_mode)):
-        yield index, _located(run_item, item, index)
+        try:  # inline rather than _located: this loop is the sequential map's hot path
+            outputs = run_item(item, index)
+        except ExecutionError as error:
+            raise error.located(index) from error.original
+        yield index, outputs
 
 
 def stream_threaded(
