@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .callbacks import CallbackContext, Callbacks
-from .context import CURRENT_ITEM
+from .context import current_item
 
 Values = dict[str, Any]
 
@@ -77,7 +77,7 @@ class Events:
 
     def node_cached(self, label: str, key: str) -> None:
         self.fire("on_node_cached", label, key)
-        index = CURRENT_ITEM.get()
+        index = current_item()
         if index is not None:
             self.fire("on_map_item_cached", index, key)
 

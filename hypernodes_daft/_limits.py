@@ -65,10 +65,13 @@ class LoopSlots:
         return {"limit": self.limit, "_by_loop": {}}  # another process: its own loops
 
 
-def limit_calls(func: Callable[..., Any], is_async: bool, limit: int) -> Callable[..., Any]:
-    """`func` with at most `limit` calls in flight at once."""
+def limit_calls(
+    func: Callable[..., Any], is_async: bool, limit: int | LoopSlots
+) -> Callable[..., Any]:
+    """`func` with at most `limit` calls in flight at once (async: per event loop; a
+    LoopSlots given is shared with whoever else holds it)."""
     if is_async:
-        loops = LoopSlots(limit)
+        loops = limit if isinstance(limit, LoopSlots) else LoopSlots(limit)
 
         @functools.wraps(func)
         async def bounded_async(*args: Any, **kwargs: Any) -> Any:
@@ -80,6 +83,7 @@ def limit_calls(func: Callable[..., Any], is_async: bool, limit: int) -> Callabl
                 slots.give(1)
 
         return bounded_async
+    assert isinstance(limit, int), "a LoopSlots bounds async calls only"
     gate = threading.BoundedSemaphore(limit)
 
     @functools.wraps(func)

@@ -766,9 +766,10 @@ class MetricsCallback(PipelineCallback):
         return self._in_flight_peak
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        """{node_id: {calls, cached, errors, retries, p50, p95, max, in_flight_peak}}.
+        """{node_id: {calls, cached, errors, retries, p50, p95, max, total, in_flight_peak}}.
 
-        Latencies are in seconds, None for a node that never completed a call.
+        Latencies are in seconds (`total`: all the node's calls), None for a node that
+        never completed a call.
         """
         with self._lock:
             nodes = {name: (s, list(s.latencies)) for name, s in self._nodes.items()}
@@ -783,6 +784,7 @@ class MetricsCallback(PipelineCallback):
                 "p50": p50,
                 "p95": p95,
                 "max": top,
+                "total": sum(latencies) if latencies else None,
                 "in_flight_peak": s.in_flight_peak,
             }
         return out
@@ -790,11 +792,12 @@ class MetricsCallback(PipelineCallback):
     def table(self) -> str:
         """The summary as a Markdown table (latencies in milliseconds)."""
         header = ["node", "calls", "cached", "errors", "retries", "p50 ms", "p95 ms", "max ms"]
-        rows = [[*header, "in-flight peak"]]
+        rows = [[*header, "total s", "in-flight peak"]]
         for name, m in self.summary().items():
             counts = [str(m[k]) for k in ("calls", "cached", "errors", "retries")]
             times = [_ms(m[k]) for k in ("p50", "p95", "max")]
-            rows.append([name, *counts, *times, str(m["in_flight_peak"])])
+            total = "-" if m["total"] is None else f"{m['total']:.3f}"
+            rows.append([name, *counts, *times, total, str(m["in_flight_peak"])])
         return _markdown(rows) + f"\n\noverall in-flight peak: {self.in_flight_peak}"
 
     def __str__(self) -> str:

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from .io import read_parquet, write_parquet
+    from .callbacks import MetricsCallback, ProgressCallback
+    from .io import count_rows, read_parquet, write_parquet
 
     pipeline = load_pipeline(args.target)
     bindings = parse_settings(args.set)
@@ -48,6 +49,8 @@ def run_command(args: argparse.Namespace) -> int:
     inputs = {**dict(dataset), **bindings}
     map_over = args.map_over or [c for c in dataset if c in pipeline.graph.root_args]
     _check_columns(pipeline, dataset, map_over, bindings)
+    metrics = MetricsCallback()
+    callbacks = [metrics] if args.no_progress else [ProgressCallback(file=sys.stderr), metrics]
     started = time.perf_counter()
     files = write_parquet(
         pipeline,
@@ -55,15 +58,16 @@ def run_command(args: argparse.Namespace) -> int:
         args.output,
         map_over=map_over,
         output_name=args.outputs or None,
-        engine=make_engine(args),
+        engine=make_engine(args, callbacks),
         write_mode="overwrite",
     )
     elapsed = time.perf_counter() - started
-    rows = _count_rows(files)
+    rows = count_rows(files)
     print(f"rows:     {rows}")
     print(f"time:     {elapsed:.2f} s ({rows / elapsed:,.0f} rows/s)" if elapsed else "")
     print(f"mapped:   {', '.join(map_over)}")
     print(f"written:  {len(files)} file(s) under {args.output}")
+    print(f"\nper node (calls computed, cache hits, time):\n{metrics.table()}")
     return 0
 
 
@@ -135,35 +139,42 @@ def parse_settings(settings: list[str]) -> dict[str, Any]:
     return values
 
 
-def make_engine(args: argparse.Namespace) -> Any:
+def make_engine(args: argparse.Namespace, callbacks: list[Any] | None = None) -> Any:
     from .cache import DiskCache
 
     cache = DiskCache(args.cache) if args.cache else None
     if args.engine == "local":
         from .engines.local import HypernodesEngine
 
-        return _LocalWriter(HypernodesEngine(cache=cache))
+        return _LocalWriter(HypernodesEngine(cache=cache, callbacks=callbacks))
     from .engines.daft import DaftEngine
 
-    return DaftEngine(runner=args.runner, address=args.address, cache=cache)
+    return DaftEngine(runner=args.runner, address=args.address, cache=cache, callbacks=callbacks)
 
 
 class _LocalWriter:
     """The local engine behind `write_parquet`: results become a Daft frame to write."""
 
+    reads_datasets = False
+
     def __init__(self, engine: Any):
         self.engine = engine
 
-    def lazy(self) -> _LocalWriter:
-        return self
-
-    def map(self, plan: Any, inputs: dict[str, Any]) -> Any:
+    def write_parquet(
+        self,
+        plan: Any,
+        inputs: dict[str, Any],
+        path: str,
+        cache: Any = None,
+        callbacks: Any = None,
+        **options: Any,
+    ) -> list[str]:
         import daft
 
-        rows = self.engine.map(plan, inputs)
+        rows = self.engine.map(plan, inputs, cache, callbacks)
         columns = {name: inputs[name] for name in plan.map_over}
         columns.update({name: [row[name] for row in rows] for name in plan.item.outputs})
-        return daft.from_pydict(columns)
+        return list(daft.from_pydict(columns).write_parquet(path, **options).to_pydict()["path"])
 
 
 def _check_columns(
@@ -181,12 +192,6 @@ def _check_columns(
             f"the pipeline needs {absent}: no such column in the dataset (columns: "
             f"{list(dataset)}); pass them with --set name=value"
         )
-
-
-def _count_rows(files: list[str]) -> int:
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
 def _one_line(error: Exception) -> str:
@@ -222,6 +227,7 @@ def _parser() -> argparse.ArgumentParser:
             "--set", action="append", default=[], metavar="NAME=VALUE", help="a constant input"
         )
         command.add_argument("--debug", action="store_true", help="show tracebacks")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     return parser
 
 

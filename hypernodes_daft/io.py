@@ -122,7 +122,15 @@ def write_parquet(
     """
     from .engines.daft import DaftEngine
 
-    engine = (engine or DaftEngine()).lazy()
-    frame = pipeline.map(inputs, map_over=map_over, output_name=output_name, engine=engine)
-    written = frame.write_parquet(path, **options).to_pydict()
-    return list(written["path"])
+    engine = engine or DaftEngine()
+    engine, plan, values = pipeline._map_call(inputs, map_over, "zip", output_name, engine)
+    if not hasattr(engine, "write_parquet"):
+        raise TypeError(f"write_parquet needs a DaftEngine, got {type(engine).__name__}")
+    return engine.write_parquet(plan, values, path, **pipeline._options(), **options)
+
+
+def count_rows(files: list[str]) -> int:
+    """The rows in these Parquet files, from their footers (no data is read)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)

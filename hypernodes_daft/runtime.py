@@ -19,7 +19,7 @@ from ._limits import limit_calls, rate_limited
 from ._loop import run_coroutine
 from ._retries import with_breaker, with_retries, with_timeout
 from .cache import key_or_none, lineages, lookup
-from .context import CURRENT_ITEM, CURRENT_NODE, NodeContext
+from .context import CURRENT, NodeContext, Where, item_scope
 from .exceptions import ExecutionError, summarize_inputs, wrap_error
 from .plan import NestedPlan, RunPlan, Step, check_map_inputs
 
@@ -69,14 +69,19 @@ class NodeCall:
         self.func = step.node.func
         if getattr(step.node, "batch", False):
             self.func = one_row(self.func, step.label, len(step.outputs))
-        self.func = resilient(self.func, step.node, step.is_async, bounded=True)
+        limit = getattr(step.node, "max_concurrency", None)
+        self.func = resilient(self.func, step.node, step.is_async, limit)
         self.args = step.args
         self.outputs = step.outputs
         self.single = step.outputs[0] if len(step.outputs) == 1 else None
         self.is_async = step.is_async
 
     def __call__(self, values: Values) -> None:
-        token = CURRENT_NODE.set(self.context)
+        where = CURRENT.get()
+        if where is None:  # a run outside any map item: a scope for this call
+            with item_scope(None):
+                return self(values)
+        previous, where.node = where.node, self.context  # what current_node() reads
         try:
             if self.cache is None and self.events is None:  # the common case, kept short
                 try:
@@ -98,12 +103,16 @@ class NodeCall:
                 raise self._failed(error, values) from error
             self._finished(result, started, key)
         finally:
-            CURRENT_NODE.reset(token)
+            where.node = previous
 
     async def acall(self, values: Values) -> None:
         """Call from a coroutine, awaiting an async node natively. (The async executor runs
         sync nodes off the loop itself, in worker threads.)"""
-        token = CURRENT_NODE.set(self.context)
+        where = CURRENT.get()
+        if where is None:
+            with item_scope(None):
+                return await self.acall(values)
+        previous, where.node = where.node, self.context
         try:
             if self.cache is None and self.events is None:
                 try:
@@ -125,7 +134,7 @@ class NodeCall:
                 raise self._failed(error, values) from error
             self._finished(result, started, key)
         finally:
-            CURRENT_NODE.reset(token)
+            where.node = previous
 
     def _started(self, values: Values) -> float:
         return 0.0 if self.events is None else self.events.node_start(self.label, self.args, values)
@@ -279,7 +288,7 @@ def item_runner(run: Callable[[Values], Values], events: Events | None) -> RunIt
     map_item_end; no end hook after an error)."""
 
     def indexed(values: Values, index: int | None = None) -> Values:
-        token = None if index is None else CURRENT_ITEM.set(index)
+        token = None if index is None else CURRENT.set(Where(None, index))
         try:
             if events is None:
                 return run(values)
@@ -289,7 +298,7 @@ def item_runner(run: Callable[[Values], Values], events: Events | None) -> RunIt
             return outputs
         finally:
             if token is not None:
-                CURRENT_ITEM.reset(token)
+                CURRENT.reset(token)
 
     return indexed
 
@@ -297,10 +306,11 @@ def item_runner(run: Callable[[Values], Values], events: Events | None) -> RunIt
 def aitem_runner(
     arun: Callable[[Values], Awaitable[Values]], events: Events | None
 ) -> Callable[..., Awaitable[Values]]:
-    """`item_runner` for coroutine functions (the item index lives in the item's task)."""
+    """`item_runner` for coroutine functions that fire the item's hooks (the item index
+    lives in the item's task)."""
 
     async def indexed(values: Values, index: int | None = None) -> Values:
-        token = None if index is None else CURRENT_ITEM.set(index)
+        token = None if index is None else CURRENT.set(Where(None, index))
         try:
             if events is None:
                 return await arun(values)
@@ -310,27 +320,28 @@ def aitem_runner(
             return outputs
         finally:
             if token is not None:
-                CURRENT_ITEM.reset(token)
+                CURRENT.reset(token)
 
     return indexed
 
 
-def resilient(func: Callable[..., Any], node: Any, is_async: bool, bounded: bool) -> Any:
-    """`func` with the node's timeout per attempt, its concurrency bound (when `bounded`)
-    and circuit breaker around an attempt, and its retries around all (a backoff wait holds
+def resilient(func: Callable[..., Any], node: Any, is_async: bool, limit: Any = None) -> Any:
+    """`func` with, around each attempt, the node's timeout, circuit breaker (checked once
+    the call holds its slot and its rate-limit turn, so calls queued before a circuit
+    opened do not reach a dead service), concurrency bound (`limit`: a number, a shared
+    LoopSlots, or None) and rate limit; and its retries around all (a backoff wait holds
     no slot)."""
     timeout = getattr(node, "timeout", None)
     if timeout is not None:
         func = with_timeout(func, is_async, timeout)
-    limit = getattr(node, "max_concurrency", None)
-    if bounded and limit is not None:
+    breaker = getattr(node, "breaker", None)
+    if breaker is not None:
+        func = with_breaker(func, is_async, breaker)
+    if limit is not None:
         func = limit_calls(func, is_async, limit)
     rate = getattr(node, "rate_limit", None)
     if rate is not None:
         func = rate_limited(func, is_async, rate)
-    breaker = getattr(node, "breaker", None)
-    if breaker is not None:
-        func = with_breaker(func, is_async, breaker)
     retries = getattr(node, "retries", 0)
     if retries:
         func = with_retries(func, retries, node.backoff, node.retry_on)

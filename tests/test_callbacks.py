@@ -354,6 +354,7 @@ def test_summary_dict_and_table_text():
         "p50",
         "p95",
         "max",
+        "total",
         "in_flight_peak",
     }
     lines = metrics.table().splitlines()
@@ -368,14 +369,15 @@ def test_summary_dict_and_table_text():
             "p50 ms",
             "p95 ms",
             "max ms",
+            "total s",
             "in-flight peak",
         ]
     ]
     assert lines[1].startswith("|:---")
     tokenize = [cell.strip() for cell in lines[2].split("|")[1:-1]]
-    assert tokenize == ["tokenize", "2", "0", "0", "0", "2.00", "2.90", "3.00", "1"]
+    assert tokenize == ["tokenize", "2", "0", "0", "0", "2.00", "2.90", "3.00", "0.004", "1"]
     embed = [cell.strip() for cell in lines[3].split("|")[1:-1]]
-    assert embed == ["embed", "0", "1", "0", "0", "-", "-", "-", "0"]
+    assert embed == ["embed", "0", "1", "0", "0", "-", "-", "-", "-", "0"]
     assert lines[-1] == "overall in-flight peak: 1"
     assert len({len(line) for line in lines[:4]}) == 1  # columns line up
     assert str(metrics) == metrics.table()

@@ -410,3 +410,26 @@ def test_daft_nodes_see_their_name_for_sync_async_and_batch_nodes():
     pipeline = Pipeline(nodes=[sync_name, async_name, batch_name])
     results = pipeline.map(inputs={"x": [1, 2]}, map_over="x", engine=DaftEngine())
     assert results == [{"a": "sync_name", "b": "async_name", "c": "batch_name"}] * 2
+
+
+@pytest.mark.parametrize("executor", ["threaded", "async"])
+def test_concurrent_nodes_of_one_item_each_see_their_own_name(executor):
+    """Nodes of one generation run together; each reads its own name, and the item."""
+    barrier = threading.Barrier(2, timeout=5)
+
+    def reader(name: str):
+        def read(x: int) -> tuple:
+            barrier.wait()  # both nodes are running at once here
+            here = current_node()
+            return here.node_name, here.item_index
+
+        read.__name__ = name
+        return node(output_name=name)(read)
+
+    engine = HypernodesEngine(node_executor=executor, map_executor="sequential")
+    pipeline = Pipeline(nodes=[reader("left"), reader("right")], engine=engine)
+    try:
+        results = pipeline.map(inputs={"x": [1, 2]}, map_over="x")
+    finally:
+        engine.shutdown()
+    assert results == [{"left": ("left", i), "right": ("right", i)} for i in range(2)]

@@ -110,3 +110,22 @@ def test_missing_input_column_is_named(project):
 def test_console_script_is_installed():
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
     assert scripts.get("hypernodes-daft") == "hypernodes_daft.cli:main"
+
+
+@pytest.mark.parametrize("engine", ["daft", "local"])
+def test_run_shows_progress_and_a_per_node_summary_with_cache_hits(project, engine):
+    args = ("run", "pipe.py:pipeline", "--input", "data/*.parquet", "--output", "out",
+            "--engine", engine, "--cache", "cache")  # fmt: skip
+    first = cli(*args, cwd=project)
+    assert first.returncode == 0, first.stderr
+    assert "items" in first.stderr and "double" in first.stderr  # the progress bars
+    second = cli(*args, cwd=project)
+    assert second.returncode == 0, second.stderr
+    rows = {
+        cells[0]: cells[1:3]
+        for line in second.stdout.splitlines()
+        if line.startswith("| ") and (cells := [c.strip() for c in line.strip("|").split("|")])
+    }
+    assert rows["double"] == ["0", "30"] and rows["label"] == ["0", "30"], second.stdout
+    quiet = cli(*args, "--no-progress", cwd=project)
+    assert quiet.returncode == 0 and "items" not in quiet.stderr

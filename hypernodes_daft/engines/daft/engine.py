@@ -24,12 +24,12 @@ from daft import col
 
 from ..._events import Events, observed_map
 from ...exceptions import ExecutionError, PlanningError
-from ...io import Column, dataset_of
+from ...io import Column, count_rows, dataset_of
 from ...plan import MapPlan, RunPlan
 from ...runtime import Services
 from ..local.streaming import stream_in_thread
 from .compile import Const, Names, build, constant_column
-from .reporting import RayReport, batch_report
+from .reporting import batch_report
 from .runners import Setup
 from .types import input_column
 
@@ -139,6 +139,28 @@ class DaftEngine:
                     index += 1
                 started = time.perf_counter()
 
+    def write_parquet(
+        self,
+        plan: MapPlan,
+        inputs: dict[str, Any],
+        path: str,
+        cache: Any = None,
+        callbacks: Any = None,
+        **options: Any,
+    ) -> list[str]:
+        """Run the map and write the input columns and the outputs as Parquet under `path`
+        (Daft writes the partitions in parallel); returns the files written. Callbacks see
+        the map start and end, the nodes' batches as they run, the items when written."""
+        execution = self._execution(plan.item, cache, callbacks)
+        with observed_map(execution.events, plan.n_items), execution.reporting():
+            started = time.perf_counter()
+            frame = self._lazy_map(plan, inputs, None, execution)
+            files = list(frame.write_parquet(path, **options).to_pydict()["path"])
+            seconds = time.perf_counter() - started
+            if execution.events is not None:
+                execution.partition_done(0, count_rows(files), seconds)
+        return files
+
     def aiter_map(
         self, plan: MapPlan, inputs: dict[str, Any], cache: Any = None, callbacks: Any = None
     ) -> AsyncIterator[tuple[int, Any]]:
@@ -229,17 +251,20 @@ class _Execution:
 
     @contextmanager
     def reporting(self) -> Iterator[None]:
-        """Around collecting: an error fires on_error (0.4: for the failing node), and the
-        batches reported from Ray workers are fired when it ends."""
+        """Around collecting: the batches still on their way are fired when it ends, then
+        an error fires on_error (0.4: for the failing node)."""
         try:
             yield
-        except ExecutionError as error:
-            if self.events is not None:
+        except BaseException as error:
+            self._close_report()
+            if isinstance(error, ExecutionError) and self.events is not None:
                 self.events.node_error(error.node_name, error.original)
             raise
-        finally:
-            if isinstance(self.report, RayReport):
-                self.report.close()
+        self._close_report()
+
+    def _close_report(self) -> None:
+        if self.report is not None:
+            self.report.close()
 
     def partition_done(self, first: int, rows: int, seconds: float) -> None:
         if self.events is not None:

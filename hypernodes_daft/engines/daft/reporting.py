@@ -4,8 +4,8 @@
     report.record("embed", rows=512, seconds=0.8, cached=0)    # in a Daft function
     report.drain()                               # on the driver, after each partition
 
-On the native runner, Daft functions run in this process: a record reaches the callbacks at
-once (under a lock: Daft runs batches on several threads). On Ray they run in worker
+On the native runner, Daft functions run in this process: a record is queued and a thread
+of the report's own fires it at once. On Ray they run in worker
 processes: records go to a small Ray actor, and the driver fires them when it drains it,
 at least once per partition. Either way callbacks see each node's calls, hits and time per
 batch (`Callbacks.record_batch`); per-row durations are the batch's mean.
@@ -13,6 +13,7 @@ batch (`Callbacks.record_batch`); per-row durations are the batch's mean.
 
 from __future__ import annotations
 
+import queue
 import threading
 import weakref
 from typing import Any
@@ -25,23 +26,45 @@ _in_process: weakref.WeakValueDictionary[int, LocalReport] = weakref.WeakValueDi
 
 
 class LocalReport:
-    """Records fired straight into the driver's callbacks (native runner)."""
+    """Records fired into the driver's callbacks by a thread of its own (native runner).
+
+    Daft's threads only queue a record: a progress bar drawn from a Daft thread can take
+    tqdm's global lock while Daft's main thread, inside Rust, drops another bar and waits
+    for that lock (a deadlock seen in `hypernodes-daft run`).
+    """
 
     def __init__(self, events: Events):
         self.events = events
-        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        threading.Thread(
+            target=_fire_records, args=(self._queue, events), daemon=True, name="hypernodes-report"
+        ).start()
+        weakref.finalize(self, self._queue.put, None)  # a dropped report stops its thread
         _in_process[id(self)] = self
 
     def record(self, node_id: str, rows: int, seconds: float, cached: int) -> None:
-        with self._lock:
-            self.events.record_batch(node_id, rows, seconds, cached)
+        self._queue.put((node_id, rows, seconds, cached))
 
     def drain(self) -> None:
-        """Nothing waits here: records were fired as they came."""
+        """Wait until every record queued so far has been fired."""
+        fired = threading.Event()
+        self._queue.put(fired)
+        fired.wait()
+
+    def close(self) -> None:
+        self.drain()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Daft pickles every function to check it can travel; in this process, find it again
         return (_find_local, (id(self),))
+
+
+def _fire_records(records: queue.SimpleQueue[Any], events: Events) -> None:
+    while (record := records.get()) is not None:
+        if isinstance(record, threading.Event):
+            record.set()
+        else:
+            events.record_batch(*record)
 
 
 def _find_local(key: int) -> LocalReport:

@@ -40,7 +40,14 @@ Columns = dict[str, Any]  # name -> list of values, one per row
 class _Call:
     """One plain node over columns."""
 
-    def __init__(self, step: Step, constants: dict[str, Any], setup: Setup, lineage: str):
+    def __init__(
+        self,
+        step: Step,
+        constants: dict[str, Any],
+        setup: Setup,
+        lineage: str,
+        slots: LoopSlots | None = None,
+    ):
         services = setup.services
         self.label = step.label
         self.report = setup.report
@@ -50,8 +57,8 @@ class _Call:
         cached = services.cache is not None and getattr(step.node, "cache", True)
         self.cache = services.cache if cached else None
         self.lineage = lineage
-        # the async bound is the AsyncNode's own (per batch); timeout and retries per row
-        func = resilient(step.node.func, step.node, step.is_async, bounded=False)
+        # the async bound is the AsyncNode's (per batch), unless `slots` bound each attempt
+        func = resilient(step.node.func, step.node, step.is_async, slots)
         positional = step.args == tuple(step.node.root_args[: len(step.args)])
         self.func: Callable[..., Any] = func if positional else _by_name(func, step.args)
 
@@ -164,15 +171,20 @@ class SyncNodes:
 
 
 class AsyncNode:
-    """One async node: every row awaited together, at most `limit` in flight at once in
-    this process (Daft runs a worker's async batches on one event loop, concurrently)."""
+    """One async node: every row awaited together, at most `slots.limit` in flight at once
+    in this process (Daft runs a worker's async batches on one event loop, concurrently).
+
+    A batch that fits takes its slots at once. A node with retries takes a slot per
+    attempt instead (`per_attempt`, inside its call), so a backoff wait holds none.
+    """
 
     is_async = True
 
-    def __init__(self, call: _Call, limit: int, max_concurrency: int | None):
+    def __init__(self, call: _Call, slots: LoopSlots, per_attempt: bool):
         self.call = call
-        self.limit = max_concurrency or limit
-        self._slots = LoopSlots(self.limit)
+        self.limit = slots.limit
+        self._slots = slots
+        self.per_attempt = per_attempt
 
     async def acompute(self, columns: Columns, n_rows: int) -> None:
         call = self.call
@@ -200,6 +212,8 @@ class AsyncNode:
         func = self.call.func
         slots = self._slots.here()
         rows = self.call.arguments(columns, n_rows)
+        if self.per_attempt:
+            return await asyncio.gather(*map(func, *rows), return_exceptions=True)
         if slots.take(n_rows):  # the whole batch fits: no per-row wrapper
             try:
                 return await asyncio.gather(*map(func, *rows), return_exceptions=True)
@@ -397,11 +411,14 @@ def make_runner(group: Group, constants: dict[str, Any], setup: Setup, keys: dic
     if group.kind in ("nested", "map"):
         kind = NestedInline if group.kind == "nested" else NestedMap
         return kind(step, constants, setup)
+    if group.kind == "async":
+        slots = LoopSlots(getattr(step.node, "max_concurrency", None) or setup.limit)
+        per_attempt = bool(getattr(step.node, "retries", 0))
+        call = _Call(step, constants, setup, keys.get(id(step), ""), slots if per_attempt else None)
+        return AsyncNode(call, slots, per_attempt)
     calls = [_Call(s, constants, setup, keys.get(id(s), "")) for s in group.steps]
     if group.kind == "sync":
         return SyncNodes(calls)
-    if group.kind == "async":
-        return AsyncNode(calls[0], setup.limit, getattr(step.node, "max_concurrency", None))
     return BatchNode(calls[0])
 
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
+from ...context import CURRENT, Where, in_branch
 from ...exceptions import ExecutionError
 from ...plan import RunPlan, iter_items
 from ...runtime import NO_SERVICES, NodeCall, Services, Values, aitem_runner, node_calls
@@ -94,15 +95,19 @@ def compile_arun(
         levels = [[segment] for segment in _segments(calls, threads, chain=True)]
     outputs = plan.outputs
 
-    async def arun(values: Values) -> Values:
+    async def arun(values: Values, index: int | None = None) -> Values:
+        if index is not None:
+            # each item runs in a task of its own (or a map worker's task, item after item):
+            # no reset needed, and no wrapper coroutine per item (10,000 in flight add up)
+            CURRENT.set(Where(None, index))
         for level in levels:
             if len(level) == 1:
                 await level[0].acall(values)
             else:
-                await _gather_in_order([segment.acall(values) for segment in level])
+                await _gather_in_order([in_branch(segment.acall(values)) for segment in level])
         return {name: values[name] for name in outputs}
 
-    return aitem_runner(arun, services.events)
+    return arun if services.events is None else aitem_runner(arun, services.events)
 
 
 def _segments(calls: list[Any], threads: Executor | None, chain: bool) -> list[Any]:

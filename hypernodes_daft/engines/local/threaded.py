@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextvars
 from concurrent.futures import Executor, Future, wait
 
+from ...context import run_in_branch
 from ...exceptions import ExecutionError
 from ...plan import RunPlan, iter_items
 from ...runtime import NO_SERVICES, RunItem, Services, Values, item_runner, node_calls
@@ -23,8 +24,11 @@ def compile_threaded(plan: RunPlan, pool: Executor, services: Services = NO_SERV
             if len(level) == 1:
                 level[0](values)
                 continue
-            # each in a copy of this context: nodes see the item they run for
-            futures = [pool.submit(contextvars.copy_context().run, call, values) for call in level]
+            # each in a scope of its own, in a copy of this context: nodes see their item
+            futures = [
+                pool.submit(contextvars.copy_context().run, run_in_branch, call, values)
+                for call in level
+            ]
             wait(futures)
             for future in futures:  # in plan order, so the reported error is deterministic
                 future.result()
