@@ -3,9 +3,11 @@
     python examples/run_demo.py                    # 2000 reviews in examples/data/reviews
     python examples/run_demo.py --rows 200 --data /tmp/reviews --out /tmp/scored
 
-Generates the dataset if missing, then maps `examples.text_pipeline` over every review on
-Daft's local runner: Parquet in (read lazily), Parquet out (the review columns plus one
-column per output), and prints the throughput and the first rows.
+Generates the dataset if missing, then runs the `hypernodes-daft run` command on it: the
+pipeline of `examples/text_pipeline.py` over every review on Daft's local runner, Parquet
+in (read lazily), Parquet out (the review columns plus one column per output), with
+progress bars and the command's summary (rows, time, per-node calls, cache hits, time);
+then prints the first rows.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from hypernodes_daft._local_only import keep_local
@@ -27,9 +28,8 @@ if str(REPO_ROOT) not in sys.path:
 
 import pyarrow.parquet as pq  # noqa: E402
 
-import hypernodes_daft as hd  # noqa: E402
 from examples.make_dataset import make_dataset  # noqa: E402
-from examples.text_pipeline import build_pipeline  # noqa: E402
+from hypernodes_daft import cli  # noqa: E402
 
 DATA_DIR = REPO_ROOT / "examples" / "data" / "reviews"
 OUTPUT_DIR = REPO_ROOT / "examples" / "data" / "output" / "reviews_scored"
@@ -40,16 +40,13 @@ PREVIEW_COLUMNS = [
 ]  # fmt: skip
 
 
-def make_engine() -> object:
-    """The engine the demo runs on; `hd.HypernodesEngine()` gives the same results."""
-    return hd.DaftEngine()
-
-
-def score_reviews(data: Path, out: Path, engine: object) -> list[str]:
-    """Run the pipeline on every review under `data`; write Parquet files under `out`."""
-    reviews = hd.read_parquet(str(data / "*.parquet"))
-    pipeline = build_pipeline(engine=engine)
-    return hd.write_parquet(pipeline, reviews, str(out), map_over=INPUT_COLUMNS, engine=engine)
+def score_reviews(data: Path, out: Path) -> int:
+    """`hypernodes-daft run` over every review under `data`, writing under `out`."""
+    pipeline = REPO_ROOT / "examples" / "text_pipeline.py"
+    return cli.main(
+        ["run", f"{pipeline}:pipeline", "--input", str(data / "*.parquet"),
+         "--output", str(out), "--map-over", *INPUT_COLUMNS]
+    )  # fmt: skip
 
 
 def format_table(rows: list[dict], columns: list[str], max_width: int = 40) -> str:
@@ -88,15 +85,12 @@ def main(argv: list[str] | None = None) -> None:
     make_dataset(args.data, n_rows=args.rows, n_files=min(4, args.rows))
     shutil.rmtree(args.out, ignore_errors=True)  # a re-run replaces the previous output
 
-    started = time.perf_counter()
-    files = score_reviews(args.data, args.out, make_engine())
-    elapsed = time.perf_counter() - started
-
-    scored = pq.ParquetDataset(files).read().sort_by("review_id")
-    print(f"rows processed: {scored.num_rows}")
-    print(f"elapsed:        {elapsed:.3f} s (incl. reading and writing Parquet)")
-    print(f"throughput:     {scored.num_rows / elapsed:,.0f} rows/s")
-    print(f"written to:     {args.out} ({len(files)} file(s))\n")
+    print(f"$ hypernodes-daft run examples/text_pipeline.py:pipeline --input {args.data}/*.parquet"
+          f" --output {args.out} --map-over {' '.join(INPUT_COLUMNS)}\n")  # fmt: skip
+    if score_reviews(args.data, args.out):
+        sys.exit(1)
+    scored = pq.ParquetDataset(str(args.out)).read().sort_by("review_id")
+    print(f"\nfirst rows of {args.out}:")
     print(format_table(scored.slice(0, 5).to_pylist(), PREVIEW_COLUMNS))
 
 

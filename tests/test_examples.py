@@ -142,7 +142,8 @@ def test_run_demo_script_end_to_end(tmp_path):
                "--data", str(tmp_path / "reviews"), "--out", str(out)]  # fmt: skip
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "rows processed: 200" in done.stdout and "rows/s" in done.stdout
+    assert "rows:     200" in done.stdout and "rows/s" in done.stdout  # the CLI's summary
+    assert "| score_helpfulness |" in done.stdout.replace("  ", " ")  # per-node table
     preview = done.stdout.strip().splitlines()[-6:]  # header and the first 5 rows
     assert preview[0].split()[:3] == ["review_id", "product", "stars"]
     assert [line.split()[0] for line in preview[1:]] == ["1", "2", "3", "4", "5"]
