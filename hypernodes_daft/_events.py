@@ -1,12 +1,13 @@
 """What the node runtime tells the callbacks of one execution, in HyperNodes 0.4's order.
 
-    events = Events.start(callbacks, plan)       # None when there is no callback at all
-    events.map_start(n) ... events.map_end(seconds)
+    events = Events.start(callbacks, plan, "HypernodesEngine")   # None without callbacks
+    started = events.map_start(n) ... events.map_end(started)
 
 An engine makes one `Events` per `run`/`map`/`iter_map` call; the node runtime fires node
-hooks through it, the item runners item hooks (`runtime.item_runner`), and a nested pipeline gets a
-child with a new context, as in 0.4. Process pools record the hooks in the worker
-(`RecordingEvents`) and replay them in the driver; Daft functions report per batch (`record_batch`).
+hooks through it, the item runners item hooks (`runtime.item_runner`), and a nested
+pipeline gets a child with a new context, as in 0.4. Process pools record the hooks in the
+worker (`RecordingEvents`) and replay them in the driver; Daft functions report per batch
+(`record_batch`).
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class NodeCall:
 
     __slots__ = (
         *("label", "func", "args", "outputs", "single", "is_async", "cache", "lineage"),
-        *("events", "context"),
+        *("events", "observed", "context"),
     )
 
     def __init__(self, step: Step, lineage: str = "", services: Services = NO_SERVICES):
@@ -65,6 +65,7 @@ class NodeCall:
         self.context = NodeContext(step.label, services.path)
         cached = services.cache is not None and getattr(step.node, "cache", True)
         self.cache = services.cache if cached else None
+        self.observed = self.cache is not None or self.events is not None  # else: just call
         self.lineage = lineage
         self.func = step.node.func
         if getattr(step.node, "batch", False):
@@ -83,17 +84,12 @@ class NodeCall:
                 return self(values)
         previous, where.node = where.node, self.context  # what current_node() reads
         try:
-            if self.cache is None and self.events is None:  # the common case, kept short
-                try:
-                    result = self.func(**{a: values[a] for a in self.args})
-                    self._store(values, run_coroutine(result) if self.is_async else result)
-                except Exception as error:
-                    raise self._failed(error, values) from error
-                return
-            key = self._key(values) if self.cache is not None else None
-            if key is not None and self._restore(key, values):
-                return
-            started = self._started(values)
+            key, started = None, 0.0
+            if self.observed:
+                key = self._key(values) if self.cache is not None else None
+                if key is not None and self._restore(key, values):
+                    return
+                started = self._started(values)
             try:
                 result = self.func(**{a: values[a] for a in self.args})
                 if self.is_async:
@@ -101,7 +97,8 @@ class NodeCall:
                 self._store(values, result)
             except Exception as error:
                 raise self._failed(error, values) from error
-            self._finished(result, started, key)
+            if self.observed:
+                self._finished(result, started, key)
         finally:
             where.node = previous
 
@@ -114,17 +111,12 @@ class NodeCall:
                 return await self.acall(values)
         previous, where.node = where.node, self.context
         try:
-            if self.cache is None and self.events is None:
-                try:
-                    result = self.func(**{a: values[a] for a in self.args})
-                    self._store(values, await result if self.is_async else result)
-                except Exception as error:
-                    raise self._failed(error, values) from error
-                return
-            key = self._key(values) if self.cache is not None else None
-            if key is not None and self._restore(key, values):
-                return
-            started = self._started(values)
+            key, started = None, 0.0
+            if self.observed:
+                key = self._key(values) if self.cache is not None else None
+                if key is not None and self._restore(key, values):
+                    return
+                started = self._started(values)
             try:
                 result = self.func(**{a: values[a] for a in self.args})
                 if self.is_async:
@@ -132,7 +124,8 @@ class NodeCall:
                 self._store(values, result)
             except Exception as error:
                 raise self._failed(error, values) from error
-            self._finished(result, started, key)
+            if self.observed:
+                self._finished(result, started, key)
         finally:
             where.node = previous
 
@@ -304,16 +297,14 @@ def item_runner(run: Callable[[Values], Values], events: Events | None) -> RunIt
 
 
 def aitem_runner(
-    arun: Callable[[Values], Awaitable[Values]], events: Events | None
+    arun: Callable[[Values], Awaitable[Values]], events: Events
 ) -> Callable[..., Awaitable[Values]]:
-    """`item_runner` for coroutine functions that fire the item's hooks (the item index
-    lives in the item's task)."""
+    """`item_runner` for coroutine functions, with callbacks (without, the async executor's
+    runner enters the item's scope itself: no wrapper coroutine per item)."""
 
     async def indexed(values: Values, index: int | None = None) -> Values:
         token = None if index is None else CURRENT.set(Where(None, index))
         try:
-            if events is None:
-                return await arun(values)
             started = events.item_start(index, values)
             outputs = await arun(values)
             events.item_end(index, outputs, started)
