@@ -2,10 +2,8 @@
 
 Each page's blocks run in order in one namespace, in a fresh temporary working directory.
 An expression statement followed by a `# <python literal>` comment line must evaluate to
-that literal (as in tests/test_readme.py), so the results the docs show are checked.
-
-A block preceded by `<!-- docs-test: skip REASON -->` is not run while REASON is in SKIP;
-the skipped blocks are listed by their own skipped test, so they stay visible.
+that literal (tests/_snippets.py, shared with tests/test_readme.py), so the results the
+docs show are checked.
 """
 
 from __future__ import annotations
@@ -19,55 +17,24 @@ import sys
 from pathlib import Path
 
 import pytest
+from _snippets import statements
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
-# Blocks that need the engines to fire callbacks were marked with this reason while the
-# wiring was being done; it has landed, so SKIP is empty and every block runs. Put the
-# reason back in SKIP (and the marker before a block) only if a page must wait again.
-CALLBACKS_WIRING = "callbacks-wiring"
-SKIP: set[str] = set()
-
 _FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
-_MARKER = re.compile(r"<!--\s*docs-test:\s*skip\s+([\w-]+)\s*-->\s*$")
 
 
 def pages() -> list[Path]:
     return sorted(DOCS.rglob("*.md"))
 
 
-def blocks(page: Path) -> list[tuple[int, str, str | None]]:
-    """(line number, source, skip reason or None) of each ```python block of `page`."""
+def blocks(page: Path) -> list[tuple[int, str]]:
+    """(line number, source) of each ```python block of `page`."""
     text = page.read_text()
-    found = []
-    for match in _FENCE.finditer(text):
-        line = text.count("\n", 0, match.start()) + 1
-        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
-        marker = _MARKER.search(before)
-        found.append((line, match.group(1), marker.group(1) if marker else None))
-    return found
-
-
-def statements(source: str) -> list[tuple[str, int, str | None]]:
-    """Each top-level statement: its source, first line and the literal it must equal
-    (a `# literal` comment line right after an expression statement), or None."""
-    lines = source.splitlines()
-    result = []
-    for statement in ast.parse(source).body:
-        decorators = getattr(statement, "decorator_list", [])
-        start = min([statement.lineno, *(d.lineno for d in decorators)])
-        code = "\n".join(lines[start - 1 : statement.end_lineno])
-        after = lines[statement.end_lineno] if statement.end_lineno < len(lines) else ""
-        expected = None
-        if isinstance(statement, ast.Expr) and after.startswith("# "):
-            try:
-                ast.literal_eval(after[2:])
-                expected = after[2:]
-            except (ValueError, SyntaxError):
-                expected = None  # a comment in prose, not a result
-        result.append((code, start, expected))
-    return result
+    return [
+        (text.count("\n", 0, match.start()) + 1, match.group(1)) for match in _FENCE.finditer(text)
+    ]
 
 
 def run_block(source: str, name: str, first_line: int, namespace: dict) -> int:
@@ -95,34 +62,17 @@ def test_page_code_runs_and_shows_true_results(page, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))  # modules a page writes can be imported
     name = str(page.relative_to(ROOT))
     namespace: dict = {"__name__": f"docs_{page.stem.replace('-', '_')}"}
-    for line, source, reason in blocks(page):
-        if reason is not None and reason in SKIP:
-            continue
+    for line, source in blocks(page):
         run_block(source, name, line, namespace)
 
 
-def test_every_page_is_in_the_nav_and_blocks_are_marked_correctly():
+def test_every_page_is_in_the_nav():
     config = (ROOT / "mkdocs.yml").read_text()
     for page in pages():
         relative = str(page.relative_to(DOCS))
         if relative == "benchmarks/report.md":  # included by benchmarks/index.md
             continue
         assert relative in config, f"{relative} is not in mkdocs.yml's nav"
-        for line, _, reason in blocks(page):
-            assert reason is None or reason in {CALLBACKS_WIRING}, (
-                f"{relative}:{line}: unknown skip reason {reason!r}"
-            )
-
-
-def test_blocks_waiting_for_callbacks_wiring():
-    waiting = [
-        f"{p.relative_to(DOCS)}:{line}"
-        for p in pages()
-        for line, _, reason in blocks(p)
-        if reason == CALLBACKS_WIRING
-    ]
-    if waiting and CALLBACKS_WIRING in SKIP:
-        pytest.skip(f"{CALLBACKS_WIRING}: not run until the engines fire callbacks: {waiting}")
 
 
 def test_mkdocs_build_strict(tmp_path):
