@@ -129,6 +129,11 @@ def main() -> int:
             with closing(engine):
                 return best_of(lambda: pipeline.map(inputs, "item", engine=engine), args.repeat)
 
+        def resilient_node():  # a fresh breaker for each variant
+            return shared_session_node(
+                url, sessions, retries=3, backoff=0.01, timeout=5, breaker=CircuitBreaker(5, 1)
+            )
+
         variants = [
             (
                 'node, HypernodesEngine(map_executor="async")',
@@ -144,27 +149,13 @@ def main() -> int:
             ),
             (
                 'node + retries=3, timeout=5, breaker; HypernodesEngine(map_executor="async")',
-                lambda: shared_session_node(
-                    url,
-                    sessions,
-                    retries=3,
-                    backoff=0.01,
-                    timeout=5,
-                    breaker=CircuitBreaker(5, cooldown=1),
-                ),
+                resilient_node,
                 lambda: HypernodesEngine(map_executor="async"),
                 None,
             ),
             (
                 "node + retries=3, timeout=5, breaker; DaftEngine()",
-                lambda: shared_session_node(
-                    url,
-                    sessions,
-                    retries=3,
-                    backoff=0.01,
-                    timeout=5,
-                    breaker=CircuitBreaker(5, cooldown=1),
-                ),
+                resilient_node,
                 DaftEngine,
                 None,
             ),
