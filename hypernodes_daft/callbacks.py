@@ -902,3 +902,16 @@ class _OtelSpans:
             f"node:{node_id}", attributes=attributes, start_time=end - int(seconds * 1e9)
         )
         span.end(end_time=end)
+
+
+def callback_list(callbacks: Any, owner: str) -> list[Any]:
+    """`callbacks=` as given to an engine or a pipeline: a list (or None), checked now so
+    that a single callback passed bare fails here with a clear message, not at the run."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, PipelineCallback) or not isinstance(callbacks, (list, tuple)):
+        raise TypeError(
+            f"{owner}: callbacks must be a list of callbacks, got {type(callbacks).__name__}"
+            f" (write callbacks=[{type(callbacks).__name__}(...)])"
+        )
+    return list(callbacks)

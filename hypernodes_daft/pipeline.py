@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from .callbacks import callback_list
 from .exceptions import PlanningError
 from .graph import build_graph
 from .io import Column, as_inputs, materialize
@@ -57,7 +58,7 @@ class Pipeline:
         self.engine = engine if engine is not None else _default_engine()
         self.name = name
         self.cache = cache
-        self.callbacks = callbacks
+        self.callbacks = callback_list(callbacks, "Pipeline")
         self.id = f"pipeline_{id(self)}"
         self._bound: dict[str, Any] = {}
         self._version = 0

@@ -433,3 +433,17 @@ def test_concurrent_nodes_of_one_item_each_see_their_own_name(executor):
     finally:
         engine.shutdown()
     assert results == [{"left": ("left", i), "right": ("right", i)} for i in range(2)]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda cbs: HypernodesEngine(callbacks=cbs),
+        lambda cbs: DaftEngine(callbacks=cbs),
+        lambda cbs: Pipeline(nodes=[], callbacks=cbs),
+    ],
+    ids=["HypernodesEngine", "DaftEngine", "Pipeline"],
+)
+def test_a_bare_callback_is_refused_with_a_clear_message(make):
+    with pytest.raises(TypeError, match=r"callbacks must be a list .* callbacks=\[MetricsCallback"):
+        make(MetricsCallback())

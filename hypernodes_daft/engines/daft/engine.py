@@ -23,6 +23,7 @@ import daft
 from daft import col
 
 from ..._events import Events, observed_map
+from ...callbacks import callback_list
 from ...exceptions import ExecutionError, PlanningError
 from ...io import Column, count_rows, dataset_of
 from ...plan import MapPlan, RunPlan
@@ -78,7 +79,7 @@ class DaftEngine:
         self.partitions = partitions
         self.max_concurrency = max_concurrency
         self.cache = cache
-        self.callbacks = list(callbacks or [])
+        self.callbacks = callback_list(callbacks, "DaftEngine")
         self.use_batch_udf = use_batch_udf
         self.default_daft_config = dict(default_daft_config or {})
 
@@ -267,9 +268,9 @@ class _Execution:
             self.report.close()
 
     def partition_done(self, first: int, rows: int, seconds: float) -> None:
-        if self.events is not None:
-            if self.report is not None:
-                self.report.drain()
+        """Items done: the batches reported so far fire first, then the items."""
+        if self.events is not None:  # and so a report
+            self.report.drain()
             self.events.items_done(first, rows, seconds)
 
 

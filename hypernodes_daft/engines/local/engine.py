@@ -18,6 +18,7 @@ from typing import Any
 
 from ..._events import Events, aobserved_stream, observed_map, observed_stream
 from ..._loop import run_coroutine
+from ...callbacks import callback_list
 from ...plan import MapPlan, RunPlan
 from ...runtime import RunItem, Services, Values
 from .asynchronous import ARunItem, amap_items, compile_arun
@@ -77,7 +78,7 @@ class HypernodesEngine:
         self.max_concurrency = max_concurrency
         self.cache = cache
         self.services = Services(cache=cache)
-        self.callbacks = list(callbacks or [])
+        self.callbacks = callback_list(callbacks, "HypernodesEngine")
         self._given = {
             "node": node_executor if isinstance(node_executor, Executor) else None,
             "map": map_executor if isinstance(map_executor, Executor) else None,
