@@ -49,6 +49,7 @@ def run_command(args: argparse.Namespace) -> int:
     inputs = {**dict(dataset), **bindings}
     map_over = args.map_over or [c for c in dataset if c in pipeline.graph.root_args]
     _check_columns(pipeline, dataset, map_over, bindings)
+    _check_column_types(pipeline, dataset, map_over)
     metrics = MetricsCallback()
     callbacks = [metrics] if args.no_progress else [ProgressCallback(file=sys.stderr), metrics]
     started = time.perf_counter()
@@ -192,6 +193,42 @@ def _check_columns(
             f"the pipeline needs {absent}: no such column in the dataset (columns: "
             f"{list(dataset)}); pass them with --set name=value"
         )
+
+
+# A plain type hint -> the Arrow column kinds that can feed it (int also feeds float).
+_KINDS = {
+    int: ("integer",),
+    float: ("integer", "floating"),
+    str: ("string", "large_string"),
+    bool: ("boolean",),
+}
+
+
+def _check_column_types(pipeline: Any, dataset: Any, map_over: list[str]) -> None:
+    """A mapped column whose type cannot feed a node's plain hint (int, float, str, bool)
+    is refused before anything runs, naming the column, its type, the node and the hint."""
+    import typing
+
+    import pyarrow.types as pat
+
+    schema = dataset.frame.schema()
+    for name in map_over:
+        dtype = schema[name].dtype
+        arrow = dtype.to_arrow_dtype()
+        kind = next((k for k in ("integer", "floating", "string", "large_string", "boolean")
+                     if getattr(pat, f"is_{k}")(arrow)), None)  # fmt: skip
+        for consumer in pipeline.graph.consumers.get(name, []):
+            func = getattr(consumer, "func", None)
+            try:
+                hint = typing.get_type_hints(func).get(name) if func is not None else None
+            except Exception:  # hints that do not resolve: nothing to check
+                continue
+            accepted = _KINDS.get(hint)
+            if accepted and kind is not None and kind not in accepted:
+                raise UsageError(
+                    f"column {name!r} holds {dtype} values, but node "
+                    f"'{getattr(consumer, 'name', consumer)}' takes {name}: {hint.__name__}"
+                )
 
 
 def _one_line(error: Exception) -> str:

@@ -129,3 +129,13 @@ def test_run_shows_progress_and_a_per_node_summary_with_cache_hits(project, engi
     assert rows["double"] == ["0", "30"] and rows["label"] == ["0", "30"], second.stdout
     quiet = cli(*args, "--no-progress", cwd=project)
     assert quiet.returncode == 0 and "items" not in quiet.stderr
+
+
+def test_a_column_of_the_wrong_type_is_one_line_before_anything_runs(project):
+    strings = project / "strings"
+    strings.mkdir()
+    pq.write_table(pa.table({"x": ["a", "b"]}), strings / "part.parquet")
+    done = cli("run", "pipe.py:pipeline", "--input", "strings", "--output", "o", cwd=project)
+    assert done.returncode == 1
+    assert "column 'x' holds String values, but node 'double' takes x: int" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (project / "o").exists()
