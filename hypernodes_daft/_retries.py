@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
+import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -51,7 +53,9 @@ def with_retries(
     backoff: float,
     retry_on: tuple[type[BaseException], ...],
 ) -> Callable[..., Any]:
-    """`func` called up to `retries + 1` times while it raises one of `retry_on`."""
+    """`func` called up to `retries + 1` times while it raises one of `retry_on`. The
+    exception that ends the retries carries how many attempts were made
+    (`hypernodes_attempts`, for the error records of on_error="collect")."""
     policy = {
         "stop": tenacity.stop_after_attempt(retries + 1),
         "wait": tenacity.wait_exponential(multiplier=backoff) + tenacity.wait_random(0, backoff),
@@ -60,7 +64,35 @@ def with_retries(
         & tenacity.retry_if_not_exception_type(CircuitOpenError),
         "reraise": True,  # the node's own exception, not tenacity's RetryError
     }
-    return tenacity.retry(**policy)(func)  # for coroutine functions it sleeps with asyncio
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def retried_async(*args: Any, **kwargs: Any) -> Any:
+            retrying = tenacity.AsyncRetrying(**policy)  # sleeps with asyncio
+            try:
+                return await retrying(func, *args, **kwargs)
+            except Exception as error:
+                _count_attempts(error, retrying)
+                raise
+
+        return retried_async
+
+    @functools.wraps(func)
+    def retried(*args: Any, **kwargs: Any) -> Any:
+        retrying = tenacity.Retrying(**policy)
+        try:
+            return retrying(func, *args, **kwargs)
+        except Exception as error:
+            _count_attempts(error, retrying)
+            raise
+
+    return retried
+
+
+def _count_attempts(error: Exception, retrying: Any) -> None:
+    attempts = retrying.statistics.get("attempt_number", 1)
+    with contextlib.suppress(AttributeError):  # an exception type without a __dict__
+        error.hypernodes_attempts = attempts  # type: ignore[attr-defined]
 
 
 class CircuitOpenError(RuntimeError):

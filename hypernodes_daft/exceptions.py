@@ -53,7 +53,8 @@ class ExecutionError(HyperNodesError):
     indices, e.g. ``[3, "embed", 1, "tokenize"]`` for node `tokenize` on item 1 of a mapped
     nested pipeline `embed`, itself on item 3 of the outer map. `node_name` is the innermost
     node, `item_index` the outermost map item (None outside a map), `inputs` a short summary
-    of the failing node's input values.
+    of the failing node's input values, `on_error` the failing node's policy ("raise", or
+    "skip"/"collect": the map records the failure and goes on).
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class ExecutionError(HyperNodesError):
         node_name: str,
         inputs: str = "",
         path: list[str | int] | None = None,
+        on_error: str = "raise",
     ) -> None:
         # not super(): in the combined type that would be the original type's __init__
         BaseException.__init__(self, *original.args)
@@ -69,6 +71,7 @@ class ExecutionError(HyperNodesError):
         self.node_name = node_name
         self.inputs = inputs
         self.path = path if path is not None else [node_name]
+        self.on_error = on_error
 
     @property
     def item_index(self) -> int | None:
@@ -76,7 +79,8 @@ class ExecutionError(HyperNodesError):
 
     def located(self, *outer: str | int) -> ExecutionError:
         """The same error, located one or more levels further out."""
-        return wrap_error(self.original, self.node_name, self.inputs, [*outer, *self.path])
+        path = [*outer, *self.path]
+        return wrap_error(self.original, self.node_name, self.inputs, path, self.on_error)
 
     def __str__(self) -> str:
         where = " > ".join(
@@ -86,7 +90,8 @@ class ExecutionError(HyperNodesError):
         return f"{message} (inputs: {self.inputs})" if self.inputs else message
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (wrap_error, (self.original, self.node_name, self.inputs, self.path))
+        args = (self.original, self.node_name, self.inputs, self.path, self.on_error)
+        return (wrap_error, args)
 
 
 @functools.lru_cache(maxsize=256)
@@ -109,13 +114,14 @@ def wrap_error(
     node_name: str,
     inputs: str = "",
     path: list[str | int] | None = None,
+    on_error: str = "raise",
 ) -> ExecutionError:
     """Build the ExecutionError for `original` raised by `node_name`."""
     error_type = _error_type_for(type(original))
     error = _blank(error_type)
     if error_type is not ExecutionError:  # `except QuotaError as e: e.limit` keeps working
         error.__dict__.update(getattr(original, "__dict__", {}))
-    ExecutionError.__init__(error, original, node_name, inputs, path)
+    ExecutionError.__init__(error, original, node_name, inputs, path, on_error)
     error.__cause__ = original
     return error
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from ._hashing import hash_code
+from .results import ERROR_FIELD, check_on_error
 
 OutputName = str | tuple[str, ...]
 
@@ -52,6 +53,11 @@ def normalize_output_name(output_name: Any, owner: str) -> tuple[str, ...]:
         )
     if len(set(names)) != len(names):
         raise ValueError(f"{owner}: output_name {output_name!r} repeats a name")
+    if ERROR_FIELD in names:
+        raise ValueError(
+            f"{owner}: output_name {ERROR_FIELD!r} is reserved for the error records of "
+            "failed items (on_error='collect'); choose another name"
+        )
     return names
 
 
@@ -75,6 +81,9 @@ class Node:
         timeout: float | None = None,
         breaker: Any = None,
         rate_limit: float | None = None,
+        on_error: str | None = None,
+        batch_size: int | None = None,
+        batch_delay: float = 0.05,
     ):
         if not callable(func):
             raise TypeError(f"Node needs a callable, got {func!r}")
@@ -97,6 +106,18 @@ class Node:
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError(f"node '{self.name}': rate_limit must be > 0 calls/s")
         self.rate_limit = rate_limit
+        if on_error is not None:
+            check_on_error(on_error, f"node '{self.name}'")
+        self.on_error = on_error
+        self.batch_size = _positive_or_none(batch_size, "batch_size", func)
+        if batch_delay < 0:
+            raise ValueError(f"node '{self.name}': batch_delay must be >= 0 seconds")
+        self.batch_delay = batch_delay
+        if self.batch_size is not None and batch:
+            raise ValueError(
+                f"node '{self.name}': batch=True (Arrow arrays per Daft batch) and batch_size "
+                "(lists of concurrent items) are two ways of batching; choose one"
+            )
         self._output_name = output_name
         self.output_names = normalize_output_name(output_name, f"node '{self.name}'")
         self._root_args, self.defaults = _parameters(func, self.name)
@@ -148,6 +169,9 @@ def node(
     timeout: float | None = None,
     breaker: Any = None,
     rate_limit: float | None = None,
+    on_error: str | None = None,
+    batch_size: int | None = None,
+    batch_delay: float = 0.05,
 ) -> Any:
     """Turn a function into a `Node`: `@node`, `@node()`, `@node(output_name="y")`.
 
@@ -159,7 +183,11 @@ def node(
     it raises one of `retry_on`, waiting `backoff * 2**attempt` seconds plus jitter;
     `timeout` fails a call after that many seconds (an async call is cancelled). A
     `breaker=CircuitBreaker(failures, cooldown)` makes calls fail fast while a service is down;
-    `rate_limit` caps call starts per second (per process).
+    `rate_limit` caps call starts per second (per process). `on_error` ("raise", "skip" or
+    "collect"; default: the run's) decides what a failure of this node does to its item:
+    stop the map, or record it and go on (see results.py). `batch_size` makes a function
+    over lists serve concurrent items: up to `batch_size` calls waiting at most
+    `batch_delay` seconds are grouped into one call (see _batching.py).
 
         @node(output_name=("quotient", "remainder"))
         def divide(a: int, b: int) -> tuple[int, int]:
@@ -175,6 +203,9 @@ def node(
         "timeout": timeout,
         "breaker": breaker,
         "rate_limit": rate_limit,
+        "on_error": on_error,
+        "batch_size": batch_size,
+        "batch_delay": batch_delay,
     }
     if callable(output_name):  # bare @node, or node(func, retries=3): the same options
         return Node(output_name, output_name.__name__, **options)

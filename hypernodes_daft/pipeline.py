@@ -29,11 +29,13 @@ from .plan import (
     MapPlan,
     RunPlan,
     check_map_inputs,
+    iter_rows,
     normalize_map_over,
     plan_run,
     product_order,
     requested_outputs,
 )
+from .results import ERROR_FIELD, MapResults, check_on_error, error_of
 
 _PLAN_CACHE_SIZE = 64
 
@@ -79,11 +81,13 @@ class Pipeline:
         inputs: dict[str, Any] | None = None,
         output_name: str | list[str] | None = None,
         engine: Any = None,
+        on_error: str = "raise",
     ) -> dict[str, Any]:
-        """Run the pipeline once; returns the outputs (all of them, or those asked for)."""
+        """Run the pipeline once; returns the outputs (all of them, or those asked for).
+        With on_error "skip" or "collect", a failure returns `{"_error": ErrorRecord}`."""
         values = self._merged(inputs)
         plan = self._plan(frozenset(values), output_name)
-        return (engine or self.engine).run(plan, values, **self._options())
+        return (engine or self.engine).run(plan, values, **self._options(on_error))
 
     def map(
         self,
@@ -92,16 +96,26 @@ class Pipeline:
         map_mode: str = "zip",
         output_name: str | list[str] | None = None,
         engine: Any = None,
-    ) -> list[dict[str, Any]]:
+        on_error: str = "raise",
+    ) -> MapResults:
         """Run the pipeline once per item of the `map_over` lists; one dict per item, in order.
 
         `map_mode="zip"` pairs the lists element by element; `"product"` runs every
         combination (the last list varies fastest). Other inputs are shared by all items.
         `inputs` may also hold dataset columns (`read_parquet`, a pyarrow Table or a Daft
         DataFrame); `map_over` then defaults to the columns the pipeline reads.
+
+        `on_error` is what a failing node does to its item, unless the node sets its own:
+        "raise" stops the map; "collect" records the failure as the item's result
+        (`{"_error": ErrorRecord}`) and goes on; "skip" leaves the item out. The results
+        list the failures (`.errors`) and re-run them (`.retry()`): see results.py.
         """
-        engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        return engine.map(plan, values, **self._options())
+        call = self._map_call(inputs, map_over, map_mode, output_name, engine)
+        engine, plan, values = call
+        results = engine.map(plan, values, **self._options(on_error))
+        if not isinstance(results, list):  # a lazy frame (DaftEngine(collect=False))
+            return results
+        return MapResults(results, _MapSource(self, call, output_name, on_error))
 
     def iter_map(
         self,
@@ -110,17 +124,20 @@ class Pipeline:
         map_mode: str = "zip",
         output_name: str | list[str] | None = None,
         engine: Any = None,
+        on_error: str = "raise",
     ) -> Iterator[tuple[int, dict[str, Any]]]:
         """`map`, streamed: `(index, outputs)` per item as soon as it is done, without
         holding every result (a million-item stream stays in bounded memory). Sequential
         engines yield in order; concurrent ones in the order items finish; DaftEngine a
         batch of rows at a time. Leaving the loop early stops the work not yet started.
+        With on_error "collect" a failed item comes as `(index, {"_error": ErrorRecord})`;
+        with "skip" it does not come.
 
             for index, outputs in pipeline.iter_map(inputs={"url": urls}, map_over="url"):
                 save(index, outputs)
         """
         engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        return engine.iter_map(plan, values, **self._options())
+        return _without_skipped(engine.iter_map(plan, values, **self._options(on_error)))
 
     def aiter_map(
         self,
@@ -129,21 +146,23 @@ class Pipeline:
         map_mode: str = "zip",
         output_name: str | list[str] | None = None,
         engine: Any = None,
+        on_error: str = "raise",
     ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
         """`iter_map` for async code: `async for index, outputs in pipeline.aiter_map(...)`."""
         engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        return engine.aiter_map(plan, values, **self._options())
+        return _awithout_skipped(engine.aiter_map(plan, values, **self._options(on_error)))
 
     async def arun(
         self,
         inputs: dict[str, Any] | None = None,
         output_name: str | list[str] | None = None,
         engine: Any = None,
+        on_error: str = "raise",
     ) -> dict[str, Any]:
         """`run` for async code: `await pipeline.arun(inputs={...})`."""
         values = self._merged(inputs)
         plan = self._plan(frozenset(values), output_name)
-        return await (engine or self.engine).arun(plan, values, **self._options())
+        return await (engine or self.engine).arun(plan, values, **self._options(on_error))
 
     async def amap(
         self,
@@ -152,10 +171,15 @@ class Pipeline:
         map_mode: str = "zip",
         output_name: str | list[str] | None = None,
         engine: Any = None,
-    ) -> list[dict[str, Any]]:
+        on_error: str = "raise",
+    ) -> MapResults:
         """`map` for async code: `await pipeline.amap(inputs={...}, map_over="x")`."""
-        engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        return await engine.amap(plan, values, **self._options())
+        call = self._map_call(inputs, map_over, map_mode, output_name, engine)
+        engine, plan, values = call
+        results = await engine.amap(plan, values, **self._options(on_error))
+        if not isinstance(results, list):
+            return results
+        return MapResults(results, _MapSource(self, call, output_name, on_error))
 
     def plan(
         self,
@@ -242,11 +266,14 @@ class Pipeline:
 
     # -- planning (used by engines and by nested pipelines) ---------------------------------
 
-    def _options(self) -> dict[str, Any]:
-        """The pipeline's own cache and callbacks for the engine (none: the engine's)."""
-        if self.cache is None and not self.callbacks:
-            return {}
-        return {"cache": self.cache, "callbacks": self.callbacks}
+    def _options(self, on_error: str = "raise") -> dict[str, Any]:
+        """The pipeline's own cache and callbacks for the engine (none: the engine's), and
+        the call's on_error (given only when it is not the default, "raise")."""
+        check_on_error(on_error, f"pipeline '{self.label}'")
+        options: dict[str, Any] = {} if on_error == "raise" else {"on_error": on_error}
+        if self.cache is not None or self.callbacks:
+            options.update(cache=self.cache, callbacks=self.callbacks)
+        return options
 
     def _merged(self, inputs: Any) -> dict[str, Any]:
         if inputs is not None and not isinstance(inputs, dict):
@@ -346,6 +373,56 @@ class Pipeline:
 
     def _changed(self) -> None:
         self._version += 1
+
+
+class _MapSource:
+    """A map call, kept by its results so their failed items can be re-run."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        call: tuple[Any, MapPlan, dict[str, Any]],
+        output_name: Any,
+        on_error: str,
+    ):
+        self.pipeline = pipeline
+        self.engine, self.plan, self.values = call
+        self.output_name = output_name
+        self.on_error = on_error
+
+    def inputs_of(self, indices: list[int]) -> dict[str, Any]:
+        names = self.plan.map_over
+        values = materialize(self.values, names, f"pipeline '{self.pipeline.label}'")
+        rows = list(iter_rows(values, names, self.plan.map_mode))
+        picked = [rows[i] for i in indices]
+        mapped = {name: [row[i] for row in picked] for i, name in enumerate(names)}
+        return {**{k: v for k, v in values.items() if k not in names}, **mapped}
+
+    def map(self, indices: list[int]) -> MapResults:
+        return self.pipeline.map(
+            inputs=self.inputs_of(indices),
+            map_over=list(self.plan.map_over),
+            output_name=self.output_name,
+            engine=self.engine,
+            on_error=self.on_error,
+        )
+
+
+def _skipped(outputs: Any) -> bool:
+    record = error_of(outputs) if ERROR_FIELD in outputs else None
+    return record is not None and record.on_error == "skip"
+
+
+def _without_skipped(stream: Iterator[Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+    return ((i, outputs) for i, outputs in stream if not _skipped(outputs))
+
+
+async def _awithout_skipped(
+    stream: AsyncIterator[Any],
+) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    async for index, outputs in stream:
+        if not _skipped(outputs):
+            yield index, outputs
 
 
 def _as_graph_node(item: Any, position: int) -> Any:

@@ -22,6 +22,7 @@ from .cache import key_or_none, lineages, lookup
 from .context import CURRENT, NodeContext, Where, item_scope
 from .exceptions import ExecutionError, summarize_inputs, wrap_error
 from .plan import NestedPlan, RunPlan, Step, check_map_inputs
+from .results import failed_outputs
 
 Values = dict[str, Any]
 RunItem = Callable[..., Values]  # (values, index=None) -> outputs: see item_runner
@@ -31,17 +32,25 @@ MapItems = Callable[..., Any]  # (run_item, inputs, map_over, map_mode, n_items)
 @dataclass(frozen=True)
 class Services:
     """What node calls use besides their inputs: the engine's cache (None: no cache), the
-    callbacks of this execution (None: none) and the path of the pipeline being run."""
+    callbacks of this execution (None: none), the path of the pipeline being run (empty:
+    the pipeline called, not a nested one) and the run's on_error, for the nodes that do
+    not set their own."""
 
     cache: Any = None
     events: Events | None = None
     path: tuple[str, ...] = ()
+    on_error: str = "raise"
+
+    @property
+    def top(self) -> bool:
+        """The services of the pipeline called: its items settle failures (`settled`)."""
+        return not self.path
 
     def nested(self, step: Step) -> Services:
         """The services of a nested step's inner pipeline."""
         assert step.nested is not None
         events = self.events.child(step.label) if self.events else None
-        return Services(self.cache, events, (*self.path, step.label))
+        return Services(self.cache, events, (*self.path, step.label), self.on_error)
 
 
 NO_SERVICES = Services()
@@ -56,7 +65,7 @@ class NodeCall:
 
     __slots__ = (
         *("label", "func", "args", "outputs", "single", "is_async", "cache", "lineage"),
-        *("events", "observed", "context"),
+        *("events", "observed", "context", "on_error"),
     )
 
     def __init__(self, step: Step, lineage: str = "", services: Services = NO_SERVICES):
@@ -66,6 +75,7 @@ class NodeCall:
         cached = services.cache is not None and getattr(step.node, "cache", True)
         self.cache = services.cache if cached else None
         self.observed = self.cache is not None or self.events is not None  # else: just call
+        self.on_error = getattr(step.node, "on_error", None) or services.on_error
         self.lineage = lineage
         self.func = step.node.func
         if getattr(step.node, "batch", False):
@@ -167,7 +177,7 @@ class NodeCall:
         if self.events is not None:
             self.events.node_error(self.label, error)
         kwargs = {a: values[a] for a in self.args if a in values}
-        return wrap_error(error, self.label, summarize_inputs(kwargs))
+        return wrap_error(error, self.label, summarize_inputs(kwargs), None, self.on_error)
 
 
 class NestedCall:
@@ -274,20 +284,25 @@ class NestedCall:
             values[outer] = [r[inner_name] for r in results]
 
 
-def item_runner(run: Callable[[Values], Values], events: Events | None) -> RunItem:
+def item_runner(
+    run: Callable[[Values], Values], events: Events | None, settles: bool = False
+) -> RunItem:
     """`run` as an item runner, `(values, index=None) -> outputs`: map executors pass the
     item's index, which nodes see in `current_node()`; with callbacks, the item's hooks
     fire around it (0.4: map_item_start, pipeline_start, nodes, pipeline_end,
-    map_item_end; no end hook after an error)."""
+    map_item_end; no end hook after an error). With `settles` (the pipeline called, not a
+    nested one), a failure under on_error "skip"/"collect" becomes the item's result."""
 
     def indexed(values: Values, index: int | None = None) -> Values:
         token = None if index is None else CURRENT.set(Where(None, index))
         try:
-            if events is None:
-                return run(values)
-            started = events.item_start(index, values)
-            outputs = run(values)
-            events.item_end(index, outputs, started)
+            started = 0.0 if events is None else events.item_start(index, values)
+            try:
+                outputs = run(values)
+            except ExecutionError as error:
+                outputs = settled(error, index, settles)
+            if events is not None:
+                events.item_end(index, outputs, started)
             return outputs
         finally:
             if token is not None:
@@ -296,22 +311,37 @@ def item_runner(run: Callable[[Values], Values], events: Events | None) -> RunIt
     return indexed
 
 
+def settled(error: ExecutionError, index: int | None, settles: bool) -> Values:
+    """The result of an item that failed: its error record under on_error "skip" or
+    "collect" (where failures settle); otherwise `error` is raised on."""
+    if not settles or error.on_error == "raise":
+        raise error
+    return failed_outputs(error, index)
+
+
+def may_settle(plan: RunPlan, on_error: str) -> bool:
+    """Whether a node of `plan` (nested ones included) may fail without raising, given
+    the run's `on_error`."""
+    for step in plan.steps:
+        if step.nested is not None:
+            if may_settle(step.nested.item, on_error):
+                return True
+        elif (getattr(step.node, "on_error", None) or on_error) != "raise":
+            return True
+    return False
+
+
 def aitem_runner(
-    arun: Callable[[Values], Awaitable[Values]], events: Events
+    arun: Callable[..., Awaitable[Values]], events: Events
 ) -> Callable[..., Awaitable[Values]]:
-    """`item_runner` for coroutine functions, with callbacks (without, the async executor's
-    runner enters the item's scope itself: no wrapper coroutine per item)."""
+    """`item_runner` for the async executor's item coroutine `arun(values, index)` (which
+    enters the item's scope and settles failures itself), with callbacks."""
 
     async def indexed(values: Values, index: int | None = None) -> Values:
-        token = None if index is None else CURRENT.set(Where(None, index))
-        try:
-            started = events.item_start(index, values)
-            outputs = await arun(values)
-            events.item_end(index, outputs, started)
-            return outputs
-        finally:
-            if token is not None:
-                CURRENT.reset(token)
+        started = events.item_start(index, values)
+        outputs = await arun(values, index)
+        events.item_end(index, outputs, started)
+        return outputs
 
     return indexed
 
@@ -349,7 +379,7 @@ def node_calls(
     `compile_inner(inner plan, inner services)` (their nodes are cached one by one, not the
     nested call as a whole)."""
     if not services.path:
-        services = Services(services.cache, services.events, (plan.name,))
+        services = Services(services.cache, services.events, (plan.name,), services.on_error)
     keys = lineages(plan.steps) if services.cache is not None else [""] * len(plan.steps)
     return [
         NodeCall(step, key, services)

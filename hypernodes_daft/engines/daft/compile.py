@@ -18,10 +18,12 @@ from typing import Any
 import daft
 from daft import DataType, col
 
+from ...exceptions import ExecutionError
 from ...plan import RunPlan, Step
+from ...results import ErrorRecord
 from .groups import Group, plan_groups
-from .runners import BatchNode, Setup, make_runner, run_on_driver
-from .types import PYTHON, arrow_type, output_types
+from .runners import ERROR, BatchNode, Setup, make_runner, run_on_driver
+from .types import ERROR_TYPE, PYTHON, arrow_type, output_types
 from .udfs import daft_call
 
 
@@ -45,16 +47,29 @@ def build(
     for index, group in enumerate(groups):
         needed = set(plan.outputs).union(*(s.args for g in groups[index + 1 :] for s in g.steps))
         if group.kind == "driver":
-            step = group.steps[0]
-            known = {a: names[a].value for a in step.args}
-            outputs = run_on_driver(step, known, setup.services)
-            names.update({k: Const(v) for k, v in outputs.items()})
+            frame = _run_on_driver(frame, group.steps[0], names, setup)
         elif group.kind == "nested":
             step = group.steps[0]
             inner_prefix = f"{prefix}{step.label}#{index}."
             frame = _inline_nested(frame, step, names, setup, inner_prefix)
         else:
             frame = _add_function(frame, group, names, needed, setup, prefix, keys)
+    return frame
+
+
+def _run_on_driver(frame: daft.DataFrame, step: Step, names: Names, setup: Setup) -> daft.DataFrame:
+    """Run a step that reads only constants, now; its outputs become constants. If it fails
+    under on_error "skip"/"collect", every row fails with it (as on the local engines)."""
+    known = {a: names[a].value for a in step.args}
+    try:
+        outputs = run_on_driver(step, known, setup.services)
+    except ExecutionError as error:
+        if not setup.tolerant or error.on_error == "raise":
+            raise
+        outputs = dict.fromkeys(step.outputs)
+        record = daft.lit(ErrorRecord.of(error).as_row()).cast(ERROR_TYPE)
+        frame = frame.with_column(ERROR, daft.functions.coalesce(col(ERROR), record))
+    names.update({k: Const(v) for k, v in outputs.items()})
     return frame
 
 
@@ -119,13 +134,17 @@ def _add_function(
     outputs = [(o, f"{prefix}{o}", types[o]) for s in group.steps for o in s.outputs if o in needed]
     if not outputs:
         return frame
-    arguments = [col(names[a]) for a in columns]
-    expr = daft_call(runner, group, columns, outputs, setup.in_process, arguments)
     for name, column, _ in outputs:
         names[name] = column
+    arguments = [col(names[a]) for a in columns]
+    if setup.tolerant:  # the failures so far in, this function's added out
+        columns, arguments = (*columns, ERROR), [*arguments, col(ERROR)]
+        outputs = [*outputs, (ERROR, ERROR, ERROR_TYPE)]
+    expr = daft_call(runner, group, columns, outputs, setup.in_process, arguments)
     if len(outputs) == 1:
         return frame.with_column(outputs[0][1], expr)
-    return frame.select(*(col(c) for c in frame.column_names), expr)
+    kept = [col(c) for c in frame.column_names if c != ERROR]  # the function returns it anew
+    return frame.select(*kept, expr)
 
 
 def _probe_batch(

@@ -27,12 +27,13 @@ from ...callbacks import callback_list
 from ...exceptions import ExecutionError, PlanningError
 from ...io import Column, count_rows, dataset_of
 from ...plan import MapPlan, RunPlan
-from ...runtime import Services
+from ...results import ERROR_FIELD, record_from_row
+from ...runtime import Services, may_settle
 from ..local.streaming import stream_in_thread
 from .compile import Const, Names, build, constant_column
 from .reporting import batch_report
-from .runners import Setup
-from .types import input_column
+from .runners import ERROR, Setup
+from .types import ERROR_TYPE, input_column
 
 RUNNERS = ("native", "ray")
 _ROW = "__hypernodes_row"
@@ -96,47 +97,61 @@ class DaftEngine:
     # partition. A lazy frame (collect=False) reports its batches when it is collected.
 
     def run(
-        self, plan: RunPlan, inputs: dict[str, Any], cache: Any = None, callbacks: Any = None
+        self,
+        plan: RunPlan,
+        inputs: dict[str, Any],
+        cache: Any = None,
+        callbacks: Any = None,
+        on_error: str = "raise",
     ) -> Any:
         """One item: a one-row frame whose inputs are all constants."""
-        execution = self._execution(plan, cache, callbacks)
+        execution = self._execution(plan, cache, callbacks, on_error)
         events = execution.events
         started = events.item_start(None, inputs) if events and self.collect else 0.0
-        frame = daft.from_pydict({_ROW: [0]})  # one row, no mapped column
+        frame = execution.with_errors(daft.from_pydict({_ROW: [0]}))  # one row, no input
         names: Names = {name: Const(value) for name, value in inputs.items()}
         with execution.reporting():  # nodes reading only constants run while building
             frame = build(frame, plan, names, execution.setup)
-            frame = self._outputs(frame, plan.outputs, names, ())
+            frame = self._outputs(frame, plan.outputs, names, (), execution)
             if not self.collect:
                 return frame
-            (outputs,) = _records(frame, plan.outputs)
+            (outputs,) = _items(frame.to_pydict(), plan.outputs, None)
         if events:
             events.item_end(None, outputs, started)
         return outputs
 
     def map(
-        self, plan: MapPlan, inputs: dict[str, Any], cache: Any = None, callbacks: Any = None
+        self,
+        plan: MapPlan,
+        inputs: dict[str, Any],
+        cache: Any = None,
+        callbacks: Any = None,
+        on_error: str = "raise",
     ) -> Any:
         if not self.collect:
-            execution = self._execution(plan.item, cache, callbacks)
+            execution = self._execution(plan.item, cache, callbacks, on_error)
             return self._lazy_map(plan, inputs, None, execution)
-        return [outputs for _, outputs in self.iter_map(plan, inputs, cache, callbacks)]
+        return [outputs for _, outputs in self.iter_map(plan, inputs, cache, callbacks, on_error)]
 
     def iter_map(
-        self, plan: MapPlan, inputs: dict[str, Any], cache: Any = None, callbacks: Any = None
+        self,
+        plan: MapPlan,
+        inputs: dict[str, Any],
+        cache: Any = None,
+        callbacks: Any = None,
+        on_error: str = "raise",
     ) -> Iterator[tuple[int, Any]]:
         """`(index, outputs)` per row, a partition at a time as Daft produces them."""
-        execution = self._execution(plan.item, cache, callbacks)
+        execution = self._execution(plan.item, cache, callbacks, on_error)
         outputs = plan.item.outputs
         with observed_map(execution.events, plan.n_items), execution.reporting():
             frame = self._lazy_map(plan, inputs, (), execution)
             index, started = 0, time.perf_counter()
             for partition in frame.iter_partitions():
-                columns = _local(partition).to_pydict()
-                rows = list(zip(*(columns[n] for n in outputs), strict=True))
-                execution.partition_done(index, len(rows), time.perf_counter() - started)
-                for row in rows:
-                    yield index, dict(zip(outputs, row, strict=True))
+                items = _items(_local(partition).to_pydict(), outputs, index)
+                execution.partition_done(index, len(items), time.perf_counter() - started)
+                for item in items:
+                    yield index, item
                     index += 1
                 started = time.perf_counter()
 
@@ -147,12 +162,13 @@ class DaftEngine:
         path: str,
         cache: Any = None,
         callbacks: Any = None,
+        on_error: str = "raise",
         **options: Any,
     ) -> list[str]:
         """Run the map and write the input columns and the outputs as Parquet under `path`
         (Daft writes the partitions in parallel); returns the files written. Callbacks see
         the map start and end, the nodes' batches as they run, the items when written."""
-        execution = self._execution(plan.item, cache, callbacks)
+        execution = self._execution(plan.item, cache, callbacks, on_error)
         with observed_map(execution.events, plan.n_items), execution.reporting():
             started = time.perf_counter()
             frame = self._lazy_map(plan, inputs, None, execution)
@@ -163,19 +179,34 @@ class DaftEngine:
         return files
 
     def aiter_map(
-        self, plan: MapPlan, inputs: dict[str, Any], cache: Any = None, callbacks: Any = None
+        self,
+        plan: MapPlan,
+        inputs: dict[str, Any],
+        cache: Any = None,
+        callbacks: Any = None,
+        on_error: str = "raise",
     ) -> AsyncIterator[tuple[int, Any]]:
-        return stream_in_thread(self.iter_map(plan, inputs, cache, callbacks))
+        return stream_in_thread(self.iter_map(plan, inputs, cache, callbacks, on_error))
 
     async def arun(
-        self, plan: RunPlan, inputs: dict[str, Any], cache: Any = None, callbacks: Any = None
+        self,
+        plan: RunPlan,
+        inputs: dict[str, Any],
+        cache: Any = None,
+        callbacks: Any = None,
+        on_error: str = "raise",
     ) -> Any:
-        return await asyncio.to_thread(self.run, plan, inputs, cache, callbacks)
+        return await asyncio.to_thread(self.run, plan, inputs, cache, callbacks, on_error)
 
     async def amap(
-        self, plan: MapPlan, inputs: dict[str, Any], cache: Any = None, callbacks: Any = None
+        self,
+        plan: MapPlan,
+        inputs: dict[str, Any],
+        cache: Any = None,
+        callbacks: Any = None,
+        on_error: str = "raise",
     ) -> Any:
-        return await asyncio.to_thread(self.map, plan, inputs, cache, callbacks)
+        return await asyncio.to_thread(self.map, plan, inputs, cache, callbacks, on_error)
 
     def __repr__(self) -> str:
         return (
@@ -185,16 +216,19 @@ class DaftEngine:
 
     # -- building frames -----------------------------------------------------------------------
 
-    def _execution(self, plan: RunPlan, cache: Any, callbacks: Any) -> _Execution:
-        """What one call builds its frame with: the cache, and the callbacks' events."""
+    def _execution(self, plan: RunPlan, cache: Any, callbacks: Any, on_error: str) -> _Execution:
+        """What one call builds its frame with: the cache, the callbacks' events, and
+        whether failures are kept per row (then the frame has an ERROR column)."""
         use_runner(self.runner, self.address)  # before any frame exists: frames pick one
         every = [*self.callbacks, *(callbacks or ())]
         events = Events.start(every, plan, type(self).__name__)
         if events is not None and self.runner == "ray":
             _connect(self.address)  # the report's actor lives on the cluster
-        services = Services(cache if cache is not None else self.cache, events)
+        services = Services(cache if cache is not None else self.cache, events, (), on_error)
         report = batch_report(events, self.runner)
-        setup = Setup(self.max_concurrency, services, self.runner == "native", report)
+        tolerant = may_settle(plan, on_error)
+        in_process = self.runner == "native"
+        setup = Setup(self.max_concurrency, services, in_process, report, on_error, tolerant)
         return _Execution(setup, events, report)
 
     def _lazy_map(
@@ -210,8 +244,8 @@ class DaftEngine:
             kept = tuple(c for c in frame.column_names if c not in plan.item.outputs)
         names: Names = {name: name for name in plan.map_over}
         names.update({k: Const(v) for k, v in inputs.items() if k not in plan.map_over})
-        frame = build(frame, plan.item, names, execution.setup)
-        return self._outputs(frame, plan.item.outputs, names, kept)
+        frame = build(execution.with_errors(frame), plan.item, names, execution.setup)
+        return self._outputs(frame, plan.item.outputs, names, kept, execution)
 
     def _source(self, plan: MapPlan, inputs: dict[str, Any]) -> daft.DataFrame:
         """The mapped inputs as the columns of a frame, one row per item."""
@@ -229,8 +263,14 @@ class DaftEngine:
         return frame
 
     def _outputs(
-        self, frame: daft.DataFrame, outputs: tuple[str, ...], names: Names, inputs: tuple[str, ...]
+        self,
+        frame: daft.DataFrame,
+        outputs: tuple[str, ...],
+        names: Names,
+        inputs: tuple[str, ...],
+        execution: _Execution,
     ) -> daft.DataFrame:
+        """The `inputs` columns, the outputs, and the error records when they are kept."""
         columns = [col(n) for n in inputs]
         for name in outputs:
             ref = names[name]
@@ -239,6 +279,8 @@ class DaftEngine:
             else:
                 expr = col(ref)
             columns.append(expr.alias(name))
+        if execution.setup.tolerant:
+            columns.append(col(ERROR))
         return frame.select(*columns)
 
 
@@ -262,6 +304,12 @@ class _Execution:
                 self.events.node_error(error.node_name, error.original)
             raise
         self._close_report()
+
+    def with_errors(self, frame: daft.DataFrame) -> daft.DataFrame:
+        """`frame` with an empty ERROR column, when failures are kept per row."""
+        if not self.setup.tolerant:
+            return frame
+        return frame.with_column(ERROR, daft.lit(None).cast(ERROR_TYPE))
 
     def _close_report(self) -> None:
         if self.report is not None:
@@ -305,12 +353,17 @@ def _as_list(value: Any) -> list[Any]:
     return value
 
 
-def _records(frame: daft.DataFrame, outputs: tuple[str, ...]) -> list[dict[str, Any]]:
-    columns = frame.to_pydict()
-    return [
-        dict(zip(outputs, row, strict=True))
-        for row in zip(*(columns[n] for n in outputs), strict=True)
-    ]
+def _items(
+    columns: dict[str, list[Any]], outputs: tuple[str, ...], first: int | None
+) -> list[dict[str, Any]]:
+    """Each row's outputs, or its error record (rows numbered from `first`; None: a run)."""
+    rows = zip(*(columns[n] for n in outputs), strict=True)
+    items = [dict(zip(outputs, row, strict=True)) for row in rows]
+    for offset, error in enumerate(columns.get(ERROR, ())):
+        if error is not None:
+            index = None if first is None else first + offset
+            items[offset] = {ERROR_FIELD: record_from_row(error, index)}
+    return items
 
 
 def use_runner(runner: str, address: str | None) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +30,29 @@ from ...cache import key_or_none, lineages, lookup
 from ...context import node_context
 from ...exceptions import ExecutionError, summarize_inputs, wrap_error
 from ...plan import RunPlan, Step, check_map_inputs
+from ...results import ERROR_FIELD
 from ...runtime import NO_SERVICES, Services, node_calls, resilient
 from ..local.sequential import compile_run, map_items
 from .groups import Group, plan_groups
 
 Columns = dict[str, Any]  # name -> list of values, one per row
+# per row of a batch: None, or why the row failed (an ExecutionError raised here, or the
+# record dict of an earlier function); None for the whole list: failures are not kept
+Errors = list[Any] | None
+ERROR = ERROR_FIELD  # the column of error records (on_error "skip"/"collect")
+
+
+@dataclass
+class _Todo:
+    """The rows of a batch a node still has to compute: not failed upstream, not in the
+    cache, and one row per distinct cache key (`copies`: row -> the row computing its key,
+    so identical calls of a batch are made once)."""
+
+    results: list[Any]  # per row: the cached result, or None until computed
+    keys: list[Any]  # per row: the cache key (None: no cache, or no stable key)
+    rows: list[int]
+    copies: dict[int, int]
+    cached: int
 
 
 class _Call:
@@ -57,6 +75,7 @@ class _Call:
         cached = services.cache is not None and getattr(step.node, "cache", True)
         self.cache = services.cache if cached else None
         self.lineage = lineage
+        self.on_error = getattr(step.node, "on_error", None) or setup.on_error
         # the async bound is the AsyncNode's (per batch), unless `slots` bound each attempt
         func = resilient(step.node.func, step.node, step.is_async, slots)
         positional = step.args == tuple(step.node.root_args[: len(step.args)])
@@ -84,57 +103,80 @@ class _Call:
 
     def failed(self, error: Exception, row: int, columns: Columns) -> ExecutionError:
         inputs = summarize_inputs(self.row_arguments(columns, row))
-        return wrap_error(error, self.label, inputs)
+        return wrap_error(error, self.label, inputs, None, self.on_error)
 
-    def cached(self, columns: Columns, n_rows: int) -> tuple[list[Any], list[Any], list[int]]:
-        """Per row: the stored result or None, the key, and the rows still to compute."""
-        results: list[Any] = [None] * n_rows
-        keys: list[Any] = [None] * n_rows
-        missing = []
-        for row in range(n_rows):
-            arguments = {
-                a: columns[a][row] if a in columns else self.constants[a] for a in self.args
-            }
-            keys[row] = key_or_none(self.label, self.lineage, arguments)
-            found = False
-            if keys[row] is not None:
-                found, results[row] = lookup(self.cache, keys[row])
-            if not found:
-                missing.append(row)
-        return results, keys, missing
+    def fail(self, error: Exception, columns: Columns, row: int, errors: Errors, at: int) -> None:
+        """Row `row` of `columns` (row `at` of the batch) raised `error`: raise it, or, under
+        on_error "skip"/"collect", record it for the row and go on with the others."""
+        wrapped = self.failed(error, row, columns)
+        if errors is None or self.on_error == "raise":
+            raise wrapped from error
+        errors[at] = wrapped
+
+    def todo(self, columns: Columns, n_rows: int) -> _Todo | None:
+        """What is left to compute (None: every row, without a cache)."""
+        errors = columns.get(ERROR)
+        live = range(n_rows) if errors is None else [r for r in range(n_rows) if errors[r] is None]
+        if self.cache is None and len(live) == n_rows:
+            return None
+        todo = _Todo([None] * n_rows, [None] * n_rows, [], {}, 0)
+        computing: dict[str, int] = {}  # key -> the row computing it
+        for row in live:
+            key = None if self.cache is None else self._key(columns, row)
+            todo.keys[row] = key
+            if key is not None:
+                found, todo.results[row] = lookup(self.cache, key)
+                if found:
+                    todo.cached += 1
+                    continue
+                if key in computing:
+                    todo.copies[row] = computing[key]
+                    continue
+                computing[key] = row
+            todo.rows.append(row)
+        return todo
+
+    def _key(self, columns: Columns, row: int) -> str | None:
+        return key_or_none(self.label, self.lineage, self.row_arguments(columns, row))
 
     def subset(self, columns: Columns, rows: list[int]) -> Columns:
         return {a: [columns[a][row] for row in rows] for a in self.args if a in columns}
 
-    def complete(
-        self,
-        columns: Columns,
-        results: list[Any],
-        keys: list[Any],
-        missing: list[int],
-        computed: list[Any],
-    ) -> None:
+    def complete(self, columns: Columns, todo: _Todo, computed: list[Any]) -> None:
         """Merge the computed rows into the cached ones, store the outputs, then cache the
-        new results (only after they passed the output checks)."""
-        for row, result in zip(missing, computed, strict=True):
+        new results (only those that passed the output checks)."""
+        results, errors = todo.results, columns.get(ERROR)
+        for row, result in zip(todo.rows, computed, strict=True):
             results[row] = result
+        for row, computing in todo.copies.items():
+            results[row] = results[computing]
+            if errors is not None:
+                errors[row] = errors[computing]
         self.store(columns, results)
-        for row, result in zip(missing, computed, strict=True):
-            if keys[row] is not None:
-                self.cache.put(keys[row], result)
+        for row in todo.rows:
+            key = todo.keys[row]
+            if key is not None and (errors is None or errors[row] is None):
+                self.cache.put(key, results[row])
+
+    def reported_todo(self, todo: _Todo, started: float) -> None:
+        self.reported(len(todo.rows), todo.cached + len(todo.copies), started)
 
     def store(self, columns: Columns, results: list[Any]) -> None:
         if len(self.outputs) == 1:
             columns[self.outputs[0]] = results
             return
         width = len(self.outputs)
+        errors = columns.get(ERROR)
         for row, result in enumerate(results):
-            if not isinstance(result, (tuple, list)) or len(result) != width:
+            if errors is not None and errors[row] is not None:
+                results[row] = (None,) * width  # failed (here or upstream): no outputs
+            elif not isinstance(result, (tuple, list)) or len(result) != width:
                 got = f"{len(result)} values" if isinstance(result, (tuple, list)) else repr(result)
                 error = ValueError(
                     f"node declares {width} outputs {self.outputs} but returned {got}"
                 )
-                raise self.failed(error, row, columns) from error
+                self.fail(error, columns, row, errors, row)
+                results[row] = (None,) * width
         for name, values in zip(self.outputs, zip(*results, strict=True), strict=True):
             columns[name] = list(values)
 
@@ -148,26 +190,35 @@ class SyncNodes:
         self.calls = calls
 
     def compute(self, columns: Columns, n_rows: int) -> None:
+        errors = columns.get(ERROR)
         for call in self.calls:
             started = time.perf_counter()
-            if call.cache is None:
-                call.store(columns, self._rows(call, columns, n_rows))
+            todo = call.todo(columns, n_rows)
+            if todo is None:
+                call.store(columns, self._rows(call, columns, n_rows, errors, None))
                 call.reported(n_rows, 0, started)
                 continue
-            results, keys, missing = call.cached(columns, n_rows)
-            computed = self._rows(call, call.subset(columns, missing), len(missing))
-            call.complete(columns, results, keys, missing, computed)
-            call.reported(len(missing), n_rows - len(missing), started)
+            subset = call.subset(columns, todo.rows)
+            computed = self._rows(call, subset, len(todo.rows), errors, todo.rows)
+            call.complete(columns, todo, computed)
+            call.reported_todo(todo, started)
 
     @staticmethod
-    def _rows(call: _Call, columns: Columns, n_rows: int) -> list[Any]:
+    def _rows(
+        call: _Call, columns: Columns, n_rows: int, errors: Errors, rows: list[int] | None
+    ) -> list[Any]:
+        """The node over `n_rows` rows of `columns`: the batch's `rows` (None: all)."""
         results: list[Any] = []
-        try:  # extend keeps what was computed, so len(results) is the failing row
-            with call.scope():
-                results.extend(map(call.func, *call.arguments(columns, n_rows)))
-        except Exception as error:
-            raise call.failed(error, len(results), columns) from error
-        return results
+        calls = map(call.func, *call.arguments(columns, n_rows))
+        with call.scope():
+            while True:
+                try:  # extend keeps what was computed, so len(results) is the failing row
+                    results.extend(calls)
+                    return results
+                except Exception as error:  # `calls` goes on with the next row
+                    row = len(results)
+                    call.fail(error, columns, row, errors, row if rows is None else rows[row])
+                    results.append(None)
 
 
 class AsyncNode:
@@ -188,23 +239,28 @@ class AsyncNode:
 
     async def acompute(self, columns: Columns, n_rows: int) -> None:
         call = self.call
+        errors = columns.get(ERROR)
         started = time.perf_counter()
-        if call.cache is None:
-            call.store(columns, await self._rows(columns, n_rows))
+        todo = call.todo(columns, n_rows)
+        if todo is None:
+            call.store(columns, await self._rows(columns, n_rows, errors, None))
             call.reported(n_rows, 0, started)
             return
-        results, keys, missing = call.cached(columns, n_rows)
-        computed = await self._rows(call.subset(columns, missing), len(missing))
-        call.complete(columns, results, keys, missing, computed)
-        call.reported(len(missing), n_rows - len(missing), started)
+        subset = call.subset(columns, todo.rows)
+        computed = await self._rows(subset, len(todo.rows), errors, todo.rows)
+        call.complete(columns, todo, computed)
+        call.reported_todo(todo, started)
 
-    async def _rows(self, columns: Columns, n_rows: int) -> list[Any]:
+    async def _rows(
+        self, columns: Columns, n_rows: int, errors: Errors, rows: list[int] | None
+    ) -> list[Any]:
         with self.call.scope():  # entered before the tasks exist: each copies the context
             results = await self._gathered(columns, n_rows)
         for row, result in enumerate(results):
             if isinstance(result, Exception):
-                raise self.call.failed(result, row, columns) from result
-            if isinstance(result, BaseException):
+                self.call.fail(result, columns, row, errors, row if rows is None else rows[row])
+                results[row] = None
+            elif isinstance(result, BaseException):
                 raise result
         return results
 
@@ -231,7 +287,8 @@ class AsyncNode:
 
 
 class BatchNode:
-    """One `@node(batch=True)` node, called once per batch with Arrow arrays."""
+    """One `@node(batch=True)` node, called once per batch with Arrow arrays. Under
+    on_error "skip"/"collect", a failing call fails every row it was given."""
 
     is_async = False
 
@@ -250,32 +307,45 @@ class BatchNode:
             return [result] if len(self.call.outputs) == 1 else list(result)
         except Exception as error:
             summary = summarize_inputs({a: f"<{n_rows} rows>" for a in arrays})
-            raise wrap_error(error, self.call.label, summary) from error
+            raise wrap_error(error, self.call.label, summary, None, self.call.on_error) from error
 
     def compute(self, columns: Columns, n_rows: int) -> None:
         call = self.call
+        errors = columns.get(ERROR)
         started = time.perf_counter()
-        if call.cache is None:
-            columns.update(self._rows(columns, n_rows))
+        todo = call.todo(columns, n_rows)
+        if todo is None:
+            columns.update(self._rows(columns, n_rows, errors, range(n_rows)))
             call.reported(n_rows, 0, started)
             return
-        results, keys, missing = call.cached(columns, n_rows)
-        computed = self._rows(call.subset(columns, missing), len(missing))
+        subset = call.subset(columns, todo.rows)
+        computed = self._rows(subset, len(todo.rows), errors, todo.rows)
         rows = list(zip(*(computed[name] for name in call.outputs), strict=True))
         fresh = [row[0] for row in rows] if len(call.outputs) == 1 else rows
-        call.complete(columns, results, keys, missing, fresh)
-        call.reported(len(missing), n_rows - len(missing), started)
+        call.complete(columns, todo, fresh)
+        call.reported_todo(todo, started)
 
-    def _rows(self, columns: Columns, n_rows: int) -> Columns:
-        arrays = {a: _array(columns[a]) for a in self.call.args if a in columns}
-        parts = self(arrays, n_rows)
+    def _rows(self, columns: Columns, n_rows: int, errors: Errors, rows: Sequence[int]) -> Columns:
+        """The node's outputs over `n_rows` rows of `columns` (the batch's `rows`)."""
+        outputs = self.call.outputs
+        if not n_rows:  # every row failed upstream or is cached: no call
+            return {name: [] for name in outputs}
         try:
-            return {
-                name: as_values(part, n_rows, self.call.label)
-                for name, part in zip(self.call.outputs, parts, strict=True)
-            }
-        except Exception as error:
-            raise wrap_error(error, self.call.label) from error
+            arrays = {a: _array(columns[a]) for a in self.call.args if a in columns}
+            parts = self(arrays, n_rows)
+            try:
+                return {
+                    name: as_values(part, n_rows, self.call.label)
+                    for name, part in zip(outputs, parts, strict=True)
+                }
+            except Exception as error:
+                raise wrap_error(error, self.call.label, "", None, self.call.on_error) from error
+        except ExecutionError as error:
+            if errors is None or error.on_error == "raise":
+                raise
+            for row in rows:
+                errors[row] = error
+            return {name: [None] * n_rows for name in outputs}
 
 
 class PlanRunner:
@@ -344,11 +414,19 @@ class _Nested:
 
     def prepare(self, columns: Columns, n_rows: int) -> tuple[Columns, int, list[int]]:
         """The inner plan's columns, their length, and how many inner rows each row has."""
-        return {i: columns[o] for o, i in self.renamed}, n_rows, []
+        inner = {i: columns[o] for o, i in self.renamed}
+        if ERROR in columns:  # a copy: the inner plan's failures are located in `finish`
+            inner[ERROR] = list(columns[ERROR])
+        return inner, n_rows, []
 
     def finish(self, columns: Columns, inner: Columns, n_inner: int, counts: list[int]) -> None:
         for inner_name, outer in self.nested.rename_out:
             columns[outer] = self.inner.column(inner_name, inner, n_inner)
+        errors = columns.get(ERROR)
+        if errors is not None:
+            for row, error in enumerate(inner[ERROR]):
+                if error is not None and errors[row] is None:
+                    errors[row] = error.located(self.label)
 
 
 class NestedInline(_Nested):
@@ -356,16 +434,21 @@ class NestedInline(_Nested):
 
 
 class NestedMap(_Nested):
-    """A nested pipeline mapped over lists: every row's items flattened into one batch."""
+    """A nested pipeline mapped over lists: every row's items flattened into one batch.
+    A row fails with the first of its items that fails (rows failed upstream add none)."""
 
     def prepare(self, columns: Columns, n_rows: int) -> tuple[Columns, int, list[int]]:
         nested = self.nested
+        errors = columns.get(ERROR)
         given = {i: columns[o] for o, i in self.renamed}
         repeated = [name for name in given if name not in nested.map_over]
         flat: Columns = {name: [] for name in [*nested.map_over, *repeated]}
         counts = []
         label = f"nested pipeline '{self.label}'"
         for row in range(n_rows):
+            if errors is not None and errors[row] is not None:
+                counts.append(0)
+                continue
             values = {**self.known, **{name: column[row] for name, column in given.items()}}
             check_map_inputs(label, values, nested.map_over, nested.map_mode)
             lists = [values[name] for name in nested.map_over]
@@ -377,14 +460,27 @@ class NestedMap(_Nested):
             for name in repeated:
                 flat[name].extend(itertools.repeat(values[name], len(items)))
             counts.append(len(items))
+        if errors is not None:
+            flat[ERROR] = [None] * sum(counts)
         return flat, sum(counts), counts
 
     def finish(self, columns: Columns, inner: Columns, n_inner: int, counts: list[int]) -> None:
+        errors = columns.get(ERROR)
+        if errors is not None:
+            start = 0
+            for row, count in enumerate(counts):
+                inner_errors = inner[ERROR][start : start + count]
+                failed = [(p, e) for p, e in enumerate(inner_errors) if e is not None]
+                if failed:
+                    position, error = failed[0]
+                    errors[row] = error.located(self.label, position)
+                start += count
         for inner_name, outer in self.nested.rename_out:
             values = self.inner.column(inner_name, inner, n_inner)
             grouped, start = [], 0
-            for count in counts:
-                grouped.append(values[start : start + count])
+            for row, count in enumerate(counts):
+                failed = errors is not None and errors[row] is not None
+                grouped.append(None if failed else values[start : start + count])
                 start += count
             columns[outer] = grouped
 
@@ -397,6 +493,8 @@ class Setup:
     services: Services = NO_SERVICES  # with the driver's events: driver steps fire hooks
     in_process: bool = True  # the native runner: Daft functions run in this process
     report: Any = None  # where batches are reported for the callbacks (reporting.py)
+    on_error: str = "raise"  # the run's, for the nodes that do not set their own
+    tolerant: bool = False  # some node may record failures: frames carry an ERROR column
 
     def lineages(self, plan: RunPlan) -> dict[int, str]:
         """Each step's lineage (its cache key's first part), by step id; empty: no cache."""

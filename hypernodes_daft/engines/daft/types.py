@@ -76,6 +76,20 @@ def input_column(values: list[Any]) -> daft.Series:
     return daft.Series.from_pylist(values, dtype=PYTHON)
 
 
+# an ErrorRecord as a struct (results.RECORD_FIELDS), in frames and Parquet files
+ERROR_TYPE = DataType.struct(
+    {
+        "node": DataType.string(),
+        "path": DataType.string(),
+        "error_type": DataType.string(),
+        "message": DataType.string(),
+        "attempts": DataType.int64(),
+        "inputs": DataType.string(),
+        "on_error": DataType.string(),
+    }
+)
+
+
 def to_column(values: list[Any], dtype: DataType) -> Any:
     """A node's output values as what a Daft batch function returns for `dtype`."""
     if dtype == PYTHON or dtype.is_tensor():  # Daft builds these from Python values itself

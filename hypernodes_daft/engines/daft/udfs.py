@@ -17,9 +17,10 @@ from typing import Any
 import daft
 from daft import DataType
 
-from ...exceptions import PlanningError, wrap_error
+from ...exceptions import ExecutionError, PlanningError, wrap_error
+from ...results import ErrorRecord
 from .groups import Group
-from .runners import BatchNode, Columns
+from .runners import ERROR, BatchNode, Columns
 from .types import PYTHON, to_column
 
 Output = tuple[str, str, DataType]  # (value name, column name, Daft type)
@@ -43,6 +44,7 @@ class BatchFunction:
         # a single typed batch node keeps its Arrow result: no detour through Python
         self.arrow_only = (
             isinstance(runner, BatchNode)
+            and ERROR not in inputs  # failures are kept per row
             and runner.call.cache is None  # a cache works row by row
             and len(runner.call.outputs) == 1
             and outputs[0][2] != PYTHON
@@ -59,6 +61,11 @@ class BatchFunction:
         columns, n_rows = self._columns(series)
         await self.runner.acompute(columns, n_rows)
         return self._result(columns)
+
+    @staticmethod
+    def _records(errors: list[Any]) -> list[Any]:
+        """The failures of this batch as record values (earlier ones already are)."""
+        return [ErrorRecord.of(e).as_row() if isinstance(e, ExecutionError) else e for e in errors]
 
     def _columns(self, series: tuple[daft.Series, ...]) -> tuple[Columns, int]:
         columns = {name: s.to_pylist() for name, s in zip(self.inputs, series, strict=True)}
@@ -87,6 +94,8 @@ class BatchFunction:
 
     def _result(self, columns: Columns) -> Any:
         """The outputs as one column, or as a struct named by their column names."""
+        if ERROR in columns:
+            columns[ERROR] = self._records(columns[ERROR])
         if len(self.outputs) == 1:
             name, _, dtype = self.outputs[0]
             return self._column(columns, name, dtype)

@@ -18,7 +18,15 @@ from typing import Any
 from ...context import CURRENT, Where, in_branch
 from ...exceptions import ExecutionError
 from ...plan import RunPlan, iter_items
-from ...runtime import NO_SERVICES, NodeCall, Services, Values, aitem_runner, node_calls
+from ...runtime import (
+    NO_SERVICES,
+    NodeCall,
+    Services,
+    Values,
+    aitem_runner,
+    node_calls,
+    settled,
+)
 
 ARunItem = Callable[..., Awaitable[Values]]  # (values, index=None) -> outputs
 
@@ -94,17 +102,21 @@ def compile_arun(
     else:
         levels = [[segment] for segment in _segments(calls, threads, chain=True)]
     outputs = plan.outputs
+    settles = services.top
 
     async def arun(values: Values, index: int | None = None) -> Values:
         if index is not None:
             # each item runs in a task of its own (or a map worker's task, item after item):
             # no reset needed, and no wrapper coroutine per item (10,000 in flight add up)
             CURRENT.set(Where(None, index))
-        for level in levels:
-            if len(level) == 1:
-                await level[0].acall(values)
-            else:
-                await _gather_in_order([in_branch(segment.acall(values)) for segment in level])
+        try:
+            for level in levels:
+                if len(level) == 1:
+                    await level[0].acall(values)
+                else:
+                    await _gather_in_order([in_branch(s.acall(values)) for s in level])
+        except ExecutionError as error:
+            return settled(error, index, settles)
         return {name: values[name] for name in outputs}
 
     return arun if services.events is None else aitem_runner(arun, services.events)

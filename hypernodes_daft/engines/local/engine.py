@@ -88,18 +88,29 @@ class HypernodesEngine:
 
     # -- the Engine protocol -----------------------------------------------------------------
     # `cache` and `callbacks` come from the pipeline (`Pipeline(cache=..., callbacks=...)`):
-    # its cache replaces the engine's, its callbacks are fired after the engine's.
+    # its cache replaces the engine's, its callbacks are fired after the engine's. `on_error`
+    # is the call's, for the nodes that do not set their own (results.py).
 
     def run(
-        self, plan: RunPlan, inputs: Values, cache: Any = None, callbacks: Any = None
+        self,
+        plan: RunPlan,
+        inputs: Values,
+        cache: Any = None,
+        callbacks: Any = None,
+        on_error: str = "raise",
     ) -> Values:
-        services = self._services(plan, cache, callbacks)
+        services = self._services(plan, cache, callbacks, on_error)
         return self._item_runner(plan, services)(dict(inputs))
 
     def map(
-        self, plan: MapPlan, inputs: Values, cache: Any = None, callbacks: Any = None
+        self,
+        plan: MapPlan,
+        inputs: Values,
+        cache: Any = None,
+        callbacks: Any = None,
+        on_error: str = "raise",
     ) -> list[Values]:
-        services = self._services(plan.item, cache, callbacks)
+        services = self._services(plan.item, cache, callbacks, on_error)
         if self.map_executor == "async":
             return run_coroutine(self._amap(plan, inputs, services))
         with observed_map(services.events, plan.n_items):
@@ -112,42 +123,64 @@ class HypernodesEngine:
             return map_items(run_item, *spec)
 
     def iter_map(
-        self, plan: MapPlan, inputs: Values, cache: Any = None, callbacks: Any = None
+        self,
+        plan: MapPlan,
+        inputs: Values,
+        cache: Any = None,
+        callbacks: Any = None,
+        on_error: str = "raise",
     ) -> Iterator[tuple[int, Values]]:
         """`(index, outputs)` per item as soon as it is done (in order when sequential)."""
-        services = self._services(plan.item, cache, callbacks)
+        services = self._services(plan.item, cache, callbacks, on_error)
         if self.map_executor == "async":
             return stream_from_loop(self._astream(plan, inputs, services))
         return observed_stream(self._stream(plan, inputs, services), services.events, plan.n_items)
 
     async def aiter_map(
-        self, plan: MapPlan, inputs: Values, cache: Any = None, callbacks: Any = None
+        self,
+        plan: MapPlan,
+        inputs: Values,
+        cache: Any = None,
+        callbacks: Any = None,
+        on_error: str = "raise",
     ) -> AsyncIterator[tuple[int, Values]]:
         """`iter_map` for async callers; the async executor streams on the caller's loop."""
         if self.map_executor == "async":
-            services = self._services(plan.item, cache, callbacks)
+            services = self._services(plan.item, cache, callbacks, on_error)
             stream = self._astream(plan, inputs, services)
         else:
-            stream = stream_in_thread(self.iter_map(plan, inputs, cache, callbacks))
+            stream = stream_in_thread(self.iter_map(plan, inputs, cache, callbacks, on_error))
         async for entry in stream:
             yield entry
 
     async def arun(
-        self, plan: RunPlan, inputs: Values, cache: Any = None, callbacks: Any = None
+        self,
+        plan: RunPlan,
+        inputs: Values,
+        cache: Any = None,
+        callbacks: Any = None,
+        on_error: str = "raise",
     ) -> Values:
         """`run` for async callers: async work runs on the caller's event loop."""
         if self.node_executor == "async" or plan.is_async:
-            services = self._services(plan, cache, callbacks)
+            services = self._services(plan, cache, callbacks, on_error)
             return await self._async_runner(plan, services)(dict(inputs))
-        return await asyncio.to_thread(self.run, plan, inputs, cache, callbacks)
+        return await asyncio.to_thread(self.run, plan, inputs, cache, callbacks, on_error)
 
     async def amap(
-        self, plan: MapPlan, inputs: Values, cache: Any = None, callbacks: Any = None
+        self,
+        plan: MapPlan,
+        inputs: Values,
+        cache: Any = None,
+        callbacks: Any = None,
+        on_error: str = "raise",
     ) -> list[Values]:
         """`map` for async callers: with the async executor, on the caller's event loop."""
         if self.map_executor == "async":
-            return await self._amap(plan, inputs, self._services(plan.item, cache, callbacks))
-        return await asyncio.to_thread(self.map, plan, inputs, cache, callbacks)
+            return await self._amap(
+                plan, inputs, self._services(plan.item, cache, callbacks, on_error)
+            )
+        return await asyncio.to_thread(self.map, plan, inputs, cache, callbacks, on_error)
 
     # -- resources -----------------------------------------------------------------------------
 
@@ -173,14 +206,15 @@ class HypernodesEngine:
 
     # -- compiling plans into runners ------------------------------------------------------------
 
-    def _services(self, plan: RunPlan, cache: Any, callbacks: Any) -> Services:
-        """The services of one call: the engine's own unless the pipeline brings a cache or
-        either brings callbacks (then the runners are compiled for this call only)."""
+    def _services(self, plan: RunPlan, cache: Any, callbacks: Any, on_error: str) -> Services:
+        """The services of one call: the engine's own unless the pipeline brings a cache,
+        either brings callbacks or the call sets on_error (then the runners are compiled
+        for this call only)."""
         every = [*self.callbacks, *(callbacks or ())]
-        if cache is None and not every:
+        if cache is None and not every and on_error == "raise":
             return self.services
         events = Events.start(every, plan, type(self).__name__, "SeqEngine")
-        return Services(cache if cache is not None else self.cache, events)
+        return Services(cache if cache is not None else self.cache, events, (), on_error)
 
     def _item_runner(self, plan: RunPlan, services: Services) -> RunItem:
         """A synchronous function running one item with the node executor."""

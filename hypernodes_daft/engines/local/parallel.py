@@ -21,6 +21,7 @@ import cloudpickle
 from ..._events import RecordingEvents
 from ...exceptions import ExecutionError, PlanningError, wrap_error
 from ...plan import MapPlan, RunPlan, iter_rows, make_item
+from ...results import ERROR_FIELD, error_of
 from ...runtime import RunItem, Services, Values
 from .sequential import compile_run
 from .streaming import as_finished
@@ -98,7 +99,13 @@ def _run_chunk(
             results.append(run(make_item(shared, map_over, row), index))
         except ExecutionError as error:
             return _dumps_error(error.located(index), _taken(records))
-    return cloudpickle.dumps(("ok", results, _taken(records)))
+    return cloudpickle.dumps(("ok", [_portable(r) for r in results], _taken(records)))
+
+
+def _portable(outputs: Values) -> Values:
+    """An item's result, without the exception of an error record (it may not pickle)."""
+    record = error_of(outputs)
+    return outputs if record is None else {ERROR_FIELD: replace(record, exception=None)}
 
 
 def _taken(records: list[Any]) -> list[Any]:
@@ -112,7 +119,7 @@ def _dumps_error(error: ExecutionError, records: list[Any]) -> bytes:
         return cloudpickle.dumps(("error", error, records))
     except Exception:  # the original exception (also in on_error records) does not pickle
         original = RuntimeError(f"{type(error.original).__name__}: {error.original}")
-        stand_in = wrap_error(original, error.node_name, error.inputs, error.path)
+        stand_in = wrap_error(original, error.node_name, error.inputs, error.path, error.on_error)
         kept = [r for r in records if r[1] != "on_error"]
         return cloudpickle.dumps(("error", stand_in, kept))
 
@@ -132,7 +139,8 @@ def _dumps_plan(plan: RunPlan, services: Services) -> bytes:
     path), the callbacks stay here (workers record the hooks for them)."""
     observed = services.events is not None
     try:
-        return cloudpickle.dumps((plan, Services(services.cache), observed))
+        travelling = Services(services.cache, on_error=services.on_error)
+        return cloudpickle.dumps((plan, travelling, observed))
     except Exception as err:
         for step in _all_steps(plan):
             func = getattr(step.node, "func", None)

@@ -20,7 +20,7 @@ def compile_run(plan: RunPlan, services: Services = NO_SERVICES) -> RunItem:
             call(values)
         return {name: values[name] for name in outputs}
 
-    return item_runner(run, services.events)
+    return item_runner(run, services.events, services.top)
 
 
 def map_items(

@@ -34,7 +34,7 @@ def compile_threaded(plan: RunPlan, pool: Executor, services: Services = NO_SERV
                 future.result()
         return {name: values[name] for name in outputs}
 
-    return item_runner(run, services.events)
+    return item_runner(run, services.events, services.top)
 
 
 def map_threaded(
