@@ -33,6 +33,7 @@ from .node import HyperNode, Node, node
 from .pipeline import Pipeline
 from .pipeline_node import PipelineNode
 from .plan import MapPlan, RunPlan
+from .results import ErrorRecord, MapResults
 from .stateful import stateful
 from .visualize import visualize
 
@@ -66,6 +67,8 @@ __all__ = [
     "CycleError",
     "DependencyError",
     "ExecutionError",
+    "ErrorRecord",
+    "MapResults",
     "DaftEngine",
     "Dataset",
     "read_parquet",

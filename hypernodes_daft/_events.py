@@ -116,9 +116,11 @@ class Events:
 
     # -- aggregated and replayed events ------------------------------------------------------
 
-    def record_batch(self, node_id: str, rows: int, seconds: float, cached: int) -> None:
+    def record_batch(
+        self, node_id: str, rows: int, seconds: float, cached: int, failed: int = 0
+    ) -> None:
         """A batch of a node's calls (DaftEngine): aggregates, or 0.4 hooks per row."""
-        self.sink.record_batch(node_id, rows, seconds, cached, 0, self.ctx)
+        self.sink.record_batch(node_id, rows, seconds, cached, failed, self.ctx)
 
     def items_done(self, first: int, n: int, seconds: float) -> None:
         """Items `first` .. `first + n - 1` of a map finished (DaftEngine, per partition)."""

@@ -93,6 +93,15 @@ def fetch_node(url: str, kind: str, sessions: Sessions | None = None, **options:
     return afetch
 
 
+def subclass_names(types: tuple[type, ...]) -> set[str]:
+    """The names of `types` and of all their subclasses (what an error record names)."""
+    names = set()
+    for kind in types:
+        names.add(kind.__name__)
+        names |= subclass_names(tuple(kind.__subclasses__()))
+    return names
+
+
 def values(ids: Any) -> list[dict[str, int]]:
     return [{"value": value_of(i)} for i in ids]
 
@@ -165,10 +174,12 @@ def map_until_the_service_dies(
     sessions: Sessions,
     n_items: int,
     breaker: CircuitBreaker | None,
-) -> tuple[list[bool], ExecutionError]:
+    on_error: str = "raise",
+) -> tuple[list[bool], Any]:
     """Map `n_items` over a service that dies on its 40th request, with `retries=3` and
     `max_concurrency=4`: (one entry per call that found the service dead, counted in the
-    node: whether the circuit was already open then; the map's error)."""
+    node: whether the circuit was already open then; the map's error, or with on_error
+    "collect" its results)."""
     service.reset()
     service.restart()
     service.configure(latency=0.005, kill_after=40)
@@ -193,11 +204,16 @@ def map_until_the_service_dies(
     fetch = node(output_name="value", breaker=breaker, **options)(
         acounted if kind == "async" else counted
     )
-    with pytest.raises(ExecutionError) as caught:
-        Pipeline(nodes=[fetch]).map({"item": list(range(n_items))}, "item", engine=engine)
+    pipeline, items = Pipeline(nodes=[fetch]), {"item": list(range(n_items))}
+    if on_error == "raise":
+        with pytest.raises(ExecutionError) as caught:
+            pipeline.map(items, "item", engine=engine)
+        outcome: Any = caught.value
+    else:
+        outcome = pipeline.map(items, "item", engine=engine, on_error=on_error)
     time.sleep(0.3)  # calls still running after the map raised are counted too
     assert not service.alive and service.stats().total == 40
-    return dead, caught.value
+    return dead, outcome
 
 
 @pytest.mark.parametrize(("engine_name", "kind", "n_items"), BREAKER_CASES)
@@ -221,6 +237,40 @@ def test_a_circuit_breaker_cuts_the_calls_to_a_service_killed_mid_map(
     assert pipeline.map({"item": [1]}, "item", engine=engine) == values([1])  # the probe
     assert not breaker.is_open
     assert pipeline.map({"item": [2, 3, 4]}, "item", engine=engine) == values([2, 3, 4])
+
+
+COLLECT_CASES = [*BREAKER_CASES, ("daft", "sync", 120), ("sequential", "sync", 100)]
+
+
+@pytest.mark.parametrize(("engine_name", "kind", "n_items"), COLLECT_CASES)
+def test_with_the_service_killed_mid_map_collect_keeps_every_item_and_the_breaker_cuts_calls(
+    service, sessions, engines, engine_name, kind, n_items
+):
+    """on_error="collect": the map outlives the service. Every item is in the results, in
+    order: a value from the 39 requests that were answered, or an error record naming the
+    node; and the breaker still cuts the calls that reach the dead service."""
+    engine = engines(engine_name)
+    unguarded, _ = map_until_the_service_dies(
+        service, engine, kind, sessions, n_items, None, "collect"
+    )
+    breaker = CircuitBreaker(failures=5, cooldown=60)
+    guarded, results = map_until_the_service_dies(
+        service, engine, kind, sessions, n_items, breaker, "collect"
+    )
+    assert len(results) == n_items and len(results.ok) + len(results.errors) == n_items
+    assert 30 <= len(results.ok) <= 39  # the answered requests (some retried items share none)
+    for index, entry in enumerate(results):
+        if "_error" not in entry:
+            assert entry == {"value": value_of(index)}
+            continue
+        record = entry["_error"]
+        node_name = "acounted" if kind == "async" else "counted"
+        assert (record.index, record.node, record.inputs) == (index, node_name, f"item={index}")
+        assert record.error_type in {"CircuitOpenError", *subclass_names(CONNECTION_ERRORS)}
+        assert record.on_error == "collect" and 1 <= record.attempts <= 4
+    assert {r.error_type for r in results.errors} >= {"CircuitOpenError"}
+    calls = f"{len(guarded)} calls with the breaker, {len(unguarded)} without"
+    assert len(guarded) <= 5 + 4 and 4 * len(guarded) <= len(unguarded), calls
 
 
 @pytest.mark.parametrize(("engine_name", "kind", "n_items"), BREAKER_CASES)

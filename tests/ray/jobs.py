@@ -244,6 +244,33 @@ def job_callbacks(engine: DaftEngine, _: str) -> dict:
     }
 
 
+def job_collect(engine: DaftEngine, _: str) -> dict:
+    """on_error="collect" on Ray: failed rows come back as error records, in order, and the
+    workers' failure counts reach the driver's metrics."""
+    from hypernodes_daft import MetricsCallback
+
+    @node(output_name="y")
+    def invert(x: int) -> float:
+        return 1 / (x % 7)
+
+    @node(output_name="z")
+    async def label(y: float) -> str:
+        return f"{y:.3f}"
+
+    metrics = MetricsCallback()
+    engine = DaftEngine(runner="ray", address=engine.address, partitions=4, callbacks=[metrics])
+    rows = Pipeline(nodes=[invert, label]).map(
+        inputs={"x": list(range(70))}, map_over="x", engine=engine, on_error="collect"
+    )
+    return {
+        "failed": [r.index for r in rows.errors],
+        "types": sorted({r.error_type for r in rows.errors}),
+        "nodes": sorted({r.node for r in rows.errors}),
+        "ok": [r["z"] for r in rows.ok],
+        "errors": {k: v["errors"] for k, v in metrics.summary().items()},
+    }
+
+
 def _process_state() -> dict:
     # one dict per worker process, kept on a module every process has
     if not hasattr(threading, "_hypernodes_test_state"):

@@ -62,6 +62,14 @@ def test_node_events_from_ray_workers_reach_the_drivers_callbacks(run_job):
     assert result["items"] == 200
 
 
+def test_collected_failures_come_back_in_order_from_ray_workers(run_job):
+    result = run_job("collect")
+    assert result["failed"] == list(range(0, 70, 7))
+    assert result["types"] == ["ZeroDivisionError"] and result["nodes"] == ["invert"]
+    assert result["ok"] == [f"{1 / (x % 7):.3f}" for x in range(70) if x % 7]
+    assert result["errors"] == {"invert": 10, "label": 0}
+
+
 def test_switching_runner_in_one_process_is_a_clear_error(run_job):
     result = run_job("switch")
     assert result["error"] == "PlanningError"
