@@ -85,10 +85,12 @@ class _Call:
         """Entered around the node's calls of a batch (async: the tasks copy it)."""
         return node_context(self.label)
 
-    def reported(self, rows: int, cached: int, started: float) -> None:
-        """Tell the driver's callbacks about a batch of this node's calls (if any listen)."""
+    def reported(self, rows: int, cached: int, started: float, failed: int = 0) -> None:
+        """Tell the driver's callbacks about a batch of this node's calls (if any listen):
+        `rows` calls, `cached` hits, `failed` of the calls recorded as failures."""
         if self.report is not None:
-            self.report.record(self.label, rows, time.perf_counter() - started, cached)
+            seconds = time.perf_counter() - started
+            self.report.record(self.label, rows, seconds, cached, failed)
 
     def arguments(self, columns: Columns, n_rows: int) -> list[Any]:
         constants = self.constants
@@ -158,8 +160,8 @@ class _Call:
             if key is not None and (errors is None or errors[row] is None):
                 self.cache.put(key, results[row])
 
-    def reported_todo(self, todo: _Todo, started: float) -> None:
-        self.reported(len(todo.rows), todo.cached + len(todo.copies), started)
+    def reported_todo(self, todo: _Todo, started: float, failed: int) -> None:
+        self.reported(len(todo.rows), todo.cached + len(todo.copies), started, failed)
 
     def store(self, columns: Columns, results: list[Any]) -> None:
         if len(self.outputs) == 1:
@@ -192,16 +194,16 @@ class SyncNodes:
     def compute(self, columns: Columns, n_rows: int) -> None:
         errors = columns.get(ERROR)
         for call in self.calls:
-            started = time.perf_counter()
+            started, before = time.perf_counter(), failures(errors)
             todo = call.todo(columns, n_rows)
             if todo is None:
                 call.store(columns, self._rows(call, columns, n_rows, errors, None))
-                call.reported(n_rows, 0, started)
+                call.reported(n_rows, 0, started, failures(errors) - before)
                 continue
             subset = call.subset(columns, todo.rows)
             computed = self._rows(call, subset, len(todo.rows), errors, todo.rows)
             call.complete(columns, todo, computed)
-            call.reported_todo(todo, started)
+            call.reported_todo(todo, started, failures(errors) - before)
 
     @staticmethod
     def _rows(
@@ -240,16 +242,16 @@ class AsyncNode:
     async def acompute(self, columns: Columns, n_rows: int) -> None:
         call = self.call
         errors = columns.get(ERROR)
-        started = time.perf_counter()
+        started, before = time.perf_counter(), failures(errors)
         todo = call.todo(columns, n_rows)
         if todo is None:
             call.store(columns, await self._rows(columns, n_rows, errors, None))
-            call.reported(n_rows, 0, started)
+            call.reported(n_rows, 0, started, failures(errors) - before)
             return
         subset = call.subset(columns, todo.rows)
         computed = await self._rows(subset, len(todo.rows), errors, todo.rows)
         call.complete(columns, todo, computed)
-        call.reported_todo(todo, started)
+        call.reported_todo(todo, started, failures(errors) - before)
 
     async def _rows(
         self, columns: Columns, n_rows: int, errors: Errors, rows: list[int] | None
@@ -312,18 +314,18 @@ class BatchNode:
     def compute(self, columns: Columns, n_rows: int) -> None:
         call = self.call
         errors = columns.get(ERROR)
-        started = time.perf_counter()
+        started, before = time.perf_counter(), failures(errors)
         todo = call.todo(columns, n_rows)
         if todo is None:
             columns.update(self._rows(columns, n_rows, errors, range(n_rows)))
-            call.reported(n_rows, 0, started)
+            call.reported(n_rows, 0, started, failures(errors) - before)
             return
         subset = call.subset(columns, todo.rows)
         computed = self._rows(subset, len(todo.rows), errors, todo.rows)
         rows = list(zip(*(computed[name] for name in call.outputs), strict=True))
         fresh = [row[0] for row in rows] if len(call.outputs) == 1 else rows
         call.complete(columns, todo, fresh)
-        call.reported_todo(todo, started)
+        call.reported_todo(todo, started, failures(errors) - before)
 
     def _rows(self, columns: Columns, n_rows: int, errors: Errors, rows: Sequence[int]) -> Columns:
         """The node's outputs over `n_rows` rows of `columns` (the batch's `rows`)."""
@@ -528,6 +530,11 @@ def run_on_driver(step: Step, constants: dict[str, Any], services: Services) -> 
     values = {a: constants[a] for a in step.args}
     call(values)
     return {name: values[name] for name in step.outputs}
+
+
+def failures(errors: Errors) -> int:
+    """How many rows of a batch have failed so far."""
+    return 0 if errors is None else sum(e is not None for e in errors)
 
 
 def _array(values: list[Any]) -> Any:
