@@ -8,17 +8,19 @@ so inputs, outputs and errors behave the same everywhere (design.md, layer 3).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ._batch import one_row
+from ._batching import batcher_for
 from ._events import Events
 from ._limits import limit_calls, rate_limited
 from ._loop import run_coroutine
 from ._retries import with_breaker, with_retries, with_timeout
-from .cache import key_or_none, lineages, lookup
+from .cache import InFlight, key_or_none, lineages, lookup
 from .context import CURRENT, NodeContext, Where, item_scope
 from .exceptions import ExecutionError, summarize_inputs, wrap_error
 from .plan import NestedPlan, RunPlan, Step, check_map_inputs
@@ -33,13 +35,16 @@ MapItems = Callable[..., Any]  # (run_item, inputs, map_over, map_mode, n_items)
 class Services:
     """What node calls use besides their inputs: the engine's cache (None: no cache), the
     callbacks of this execution (None: none), the path of the pipeline being run (empty:
-    the pipeline called, not a nested one) and the run's on_error, for the nodes that do
-    not set their own."""
+    the pipeline called, not a nested one), the run's on_error, for the nodes that do
+    not set their own, and whether items of a map run at once in this process
+    (`concurrent_items`: then `batch_size` nodes wait up to `batch_delay` for calls to
+    group; otherwise, items running one after another, each call goes at once)."""
 
     cache: Any = None
     events: Events | None = None
     path: tuple[str, ...] = ()
     on_error: str = "raise"
+    concurrent_items: bool = False
 
     @property
     def top(self) -> bool:
@@ -50,7 +55,7 @@ class Services:
         """The services of a nested step's inner pipeline."""
         assert step.nested is not None
         events = self.events.child(step.label) if self.events else None
-        return Services(self.cache, events, (*self.path, step.label), self.on_error)
+        return replace(self, events=events, path=(*self.path, step.label))
 
 
 NO_SERVICES = Services()
@@ -60,12 +65,13 @@ class NodeCall:
     """Calls a plain node: build its keyword arguments, call it, store its outputs.
 
     With a cache, a call whose key (lineage + argument values) is stored is skipped and its
-    stored result used; a new result is stored after it passed every check.
+    stored result used; a new result is stored after it passed every check. An identical
+    call already running (same key, another item) is waited for, not made again.
     """
 
     __slots__ = (
         *("label", "func", "args", "outputs", "single", "is_async", "cache", "lineage"),
-        *("events", "observed", "context", "on_error"),
+        *("events", "observed", "context", "on_error", "inflight"),
     )
 
     def __init__(self, step: Step, lineage: str = "", services: Services = NO_SERVICES):
@@ -74,6 +80,7 @@ class NodeCall:
         self.context = NodeContext(step.label, services.path)
         cached = services.cache is not None and getattr(step.node, "cache", True)
         self.cache = services.cache if cached else None
+        self.inflight = InFlight()
         self.observed = self.cache is not None or self.events is not None  # else: just call
         self.on_error = getattr(step.node, "on_error", None) or services.on_error
         self.lineage = lineage
@@ -81,7 +88,8 @@ class NodeCall:
         if getattr(step.node, "batch", False):
             self.func = one_row(self.func, step.label, len(step.outputs))
         limit = getattr(step.node, "max_concurrency", None)
-        self.func = resilient(self.func, step.node, step.is_async, limit)
+        per_item = batcher_for(step.node, step.label, step.is_async, services.concurrent_items)
+        self.func = resilient(self.func, step.node, step.is_async, limit, per_item)
         self.args = step.args
         self.outputs = step.outputs
         self.single = step.outputs[0] if len(step.outputs) == 1 else None
@@ -93,12 +101,18 @@ class NodeCall:
             with item_scope(None):
                 return self(values)
         previous, where.node = where.node, self.context  # what current_node() reads
+        key = None  # set while this call computes `key` for the identical calls waiting
         try:
-            key, started = None, 0.0
+            started = 0.0
             if self.observed:
-                key = self._key(values) if self.cache is not None else None
-                if key is not None and self._restore(key, values):
-                    return
+                found = self._key(values) if self.cache is not None else None
+                if found is not None:
+                    if self._restore(found, values):
+                        return
+                    running = self.inflight.join(found)
+                    if running is not None:
+                        return self._shared(values, found, running.result)
+                    key = found
                 started = self._started(values)
             try:
                 result = self.func(**{a: values[a] for a in self.args})
@@ -106,11 +120,13 @@ class NodeCall:
                     result = run_coroutine(result)
                 self._store(values, result)
             except Exception as error:
+                self._finish(key, error=error)
                 raise self._failed(error, values) from error
             if self.observed:
                 self._finished(result, started, key)
         finally:
             where.node = previous
+            self._finish(key, error=_ABANDONED)  # interrupted: the waiting calls go on
 
     async def acall(self, values: Values) -> None:
         """Call from a coroutine, awaiting an async node natively. (The async executor runs
@@ -120,12 +136,20 @@ class NodeCall:
             with item_scope(None):
                 return await self.acall(values)
         previous, where.node = where.node, self.context
+        key = None
         try:
-            key, started = None, 0.0
+            started = 0.0
             if self.observed:
-                key = self._key(values) if self.cache is not None else None
-                if key is not None and self._restore(key, values):
-                    return
+                found = self._key(values) if self.cache is not None else None
+                if found is not None:
+                    if self._restore(found, values):
+                        return
+                    running = self.inflight.join(found)
+                    if running is not None:
+                        shared = asyncio.wrap_future(running)
+                        await asyncio.wait([shared])  # done or failed: `result()` tells
+                        return self._shared(values, found, shared.result)
+                    key = found
                 started = self._started(values)
             try:
                 result = self.func(**{a: values[a] for a in self.args})
@@ -133,22 +157,40 @@ class NodeCall:
                     result = await result
                 self._store(values, result)
             except Exception as error:
+                self._finish(key, error=error)
                 raise self._failed(error, values) from error
             if self.observed:
                 self._finished(result, started, key)
         finally:
             where.node = previous
+            self._finish(key, error=_ABANDONED)
 
     def _started(self, values: Values) -> float:
         return 0.0 if self.events is None else self.events.node_start(self.label, self.args, values)
 
     def _finished(self, result: Any, started: float, key: str | None) -> None:
-        """After a call passed the output checks: node_end, then store it in the cache."""
+        """After a call passed the output checks: node_end, store it in the cache, hand it
+        to the identical calls waiting."""
         if self.events is not None:
             name = self.single if self.single is not None else self.outputs
             self.events.node_end(self.label, {name: result}, started)
         if key is not None:
             self.cache.put(key, result)
+            self._finish(key, result)
+
+    def _finish(self, key: str | None, result: Any = None, error: Any = None) -> None:
+        if key is not None:
+            self.inflight.finish(key, result, error)
+
+    def _shared(self, values: Values, key: str, outcome: Callable[[], Any]) -> None:
+        """This call's result from the identical call that ran meanwhile: a cache hit for
+        the callbacks; its failure is this item's failure too."""
+        try:
+            self._store(values, outcome())
+        except Exception as error:
+            raise self._failed(error, values) from error
+        if self.events is not None:
+            self.events.node_cached(self.label, key)
 
     def _key(self, values: Values) -> str | None:
         return key_or_none(self.label, self.lineage, {a: values[a] for a in self.args})
@@ -319,6 +361,9 @@ def settled(error: ExecutionError, index: int | None, settles: bool) -> Values:
     return failed_outputs(error, index)
 
 
+_ABANDONED = RuntimeError("an identical call of this node was interrupted before it finished")
+
+
 def may_settle(plan: RunPlan, on_error: str) -> bool:
     """Whether a node of `plan` (nested ones included) may fail without raising, given
     the run's `on_error`."""
@@ -346,12 +391,19 @@ def aitem_runner(
     return indexed
 
 
-def resilient(func: Callable[..., Any], node: Any, is_async: bool, limit: Any = None) -> Any:
+def resilient(
+    func: Callable[..., Any],
+    node: Any,
+    is_async: bool,
+    limit: Any = None,
+    per_item: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+) -> Any:
     """`func` with, around each attempt, the node's timeout, circuit breaker (checked once
     the call holds its slot and its rate-limit turn, so calls queued before a circuit
     opened do not reach a dead service), concurrency bound (`limit`: a number, a shared
     LoopSlots, or None) and rate limit; and its retries around all (a backoff wait holds
-    no slot)."""
+    no slot). `per_item` (a `batch_size` node called per item: `_batching.batcher_for`)
+    turns the list function, so wrapped, into a function of one item."""
     timeout = getattr(node, "timeout", None)
     if timeout is not None:
         func = with_timeout(func, is_async, timeout)
@@ -363,6 +415,12 @@ def resilient(func: Callable[..., Any], node: Any, is_async: bool, limit: Any = 
     rate = getattr(node, "rate_limit", None)
     if rate is not None:
         func = rate_limited(func, is_async, rate)
+    if per_item is not None:
+        # one grouped request is one attempt: under the timeout, the breaker (one failure),
+        # the concurrency bound (max_concurrency counts grouped calls in flight) and the
+        # rate limit (requests a second). Retries stay per item, outside: a failed item
+        # joins a later group rather than re-sending the whole group it failed with.
+        func = per_item(func)
     retries = getattr(node, "retries", 0)
     if retries:
         func = with_retries(func, retries, node.backoff, node.retry_on)
@@ -379,7 +437,7 @@ def node_calls(
     `compile_inner(inner plan, inner services)` (their nodes are cached one by one, not the
     nested call as a whole)."""
     if not services.path:
-        services = Services(services.cache, services.events, (plan.name,), services.on_error)
+        services = replace(services, path=(plan.name,))
     keys = lineages(plan.steps) if services.cache is not None else [""] * len(plan.steps)
     return [
         NodeCall(step, key, services)

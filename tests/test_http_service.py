@@ -31,6 +31,7 @@ from hypernodes_daft import (
     DaftEngine,
     ExecutionError,
     HypernodesEngine,
+    MemoryCache,
     Pipeline,
     node,
 )
@@ -160,6 +161,35 @@ def test_the_service_never_sees_more_than_max_concurrency_requests(
     unlimited = fetch_node(service.url, kind, sessions)
     assert Pipeline(nodes=[unlimited]).map({"item": ids}, "item", engine=engine) == values(ids)
     assert service.stats().peak > 7
+
+
+# -- in-flight dedup -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("engine_name", "kind"),
+    [
+        ("async", "async"),
+        ("async", "sync"),
+        ("threaded", "sync"),
+        ("daft", "async"),
+        ("daft", "sync"),
+    ],
+)
+def test_identical_calls_in_flight_are_made_once(service, sessions, engines, engine_name, kind):
+    """Ten items in a row ask for the same id, concurrently: with a cache each distinct
+    call reaches the service once (the others wait for it); without, every item calls."""
+    service.configure(latency=0.05)
+    ids = [i // 10 for i in range(200)]
+    engine = engines(engine_name)
+    fetch = fetch_node(service.url, kind, sessions)
+    cached = Pipeline(nodes=[fetch], cache=MemoryCache())
+    assert cached.map({"item": ids}, "item", engine=engine) == values(ids)
+    assert service.stats().total == 20
+
+    service.reset()
+    assert Pipeline(nodes=[fetch]).map({"item": ids}, "item", engine=engine) == values(ids)
+    assert service.stats().total == 200
 
 
 # -- circuit breaker --------------------------------------------------------------------------
