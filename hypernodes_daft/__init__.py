@@ -10,6 +10,7 @@ Pipeline(nodes=[double]).map(inputs={"x": [1, 2, 3]}, map_over="x")
 # [{'doubled': 2}, {'doubled': 4}, {'doubled': 6}]
 """
 
+from ._limits import ClusterLimit
 from ._retries import CircuitBreaker, CircuitOpenError
 from .cache import DiskCache, MemoryCache
 from .callbacks import (
@@ -75,6 +76,7 @@ __all__ = [
     "write_parquet",
     "visualize",
     "CircuitBreaker",
+    "ClusterLimit",
     "CircuitOpenError",
     "PipelineCallback",
     "CallbackContext",

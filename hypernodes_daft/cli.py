@@ -6,7 +6,10 @@
 
 `run` maps over the dataset's columns the pipeline reads (or those named by --map-over),
 writes the dataset's columns plus the pipeline's outputs as Parquet, and prints a summary.
-Errors are one line and a non-zero exit; `--debug` shows the traceback.
+Errors are one line and a non-zero exit; `--debug` shows the traceback. With `--on-error
+collect` (or `skip`) a row whose node fails does not stop the run: it is written with its
+`_error` record and null outputs (with `skip`, left out of the output), one line counts the
+failures, and the exit code is 0.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def run_command(args: argparse.Namespace) -> int:
     _check_column_types(pipeline, dataset, map_over)
     metrics = MetricsCallback()
     callbacks = [metrics] if args.no_progress else [ProgressCallback(file=sys.stderr), metrics]
+    tolerant = {} if args.on_error == "raise" else {"on_error": args.on_error}
     started = time.perf_counter()
     files = write_parquet(
         pipeline,
@@ -61,15 +65,57 @@ def run_command(args: argparse.Namespace) -> int:
         output_name=args.outputs or None,
         engine=make_engine(args, callbacks),
         write_mode="overwrite",
+        **tolerant,
     )
     elapsed = time.perf_counter() - started
     rows = count_rows(files)
+    failures = _failures(files) if tolerant else []
+    total = dataset.frame.count_rows() if tolerant else rows
+    skipped = total - rows  # rows failed under "skip" are not written
     print(f"rows:     {rows}")
     print(f"time:     {elapsed:.2f} s ({rows / elapsed:,.0f} rows/s)" if elapsed else "")
     print(f"mapped:   {', '.join(map_over)}")
     print(f"written:  {len(files)} file(s) under {args.output}")
     print(f"\nper node (calls computed, cache hits, time):\n{metrics.table()}")
+    if failures or skipped:
+        print(f"\n{_failure_line(failures, total, skipped)}")
     return 0
+
+
+def _failures(files: list[str]) -> list[dict[str, Any]]:
+    """The error records (`_error` struct values) of the failed rows written to `files`."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from .results import ERROR_FIELD
+
+    failures = []
+    for file in files:
+        if ERROR_FIELD in pq.read_schema(file).names:
+            errors = pq.read_table(file, columns=[ERROR_FIELD])[ERROR_FIELD]
+            failures.extend(errors.filter(pc.is_valid(errors)).to_pylist())
+    return failures
+
+
+def _failure_line(collected: list[dict[str, Any]], total: int, skipped: int) -> str:
+    """`3 of 2000 rows failed (node 'fetch': ZeroDivisionError x3); see the _error column`,
+    and how many were left out (on_error "skip": their records are not written)."""
+    from collections import Counter
+
+    line = f"{len(collected) + skipped} of {total} rows failed"
+    if collected:
+        by_node: dict[str, Counter[str]] = {}
+        for failure in collected:
+            by_node.setdefault(failure["node"], Counter())[failure["error_type"]] += 1
+        parts = [  # the nodes with the most failures first
+            f"node '{name}': " + ", ".join(f"{kind} x{n}" for kind, n in kinds.most_common())
+            for name, kinds in sorted(by_node.items(), key=lambda e: (-e[1].total(), e[0]))
+        ]
+        shown = "; ".join(parts[:3]) + ("; ..." if len(parts) > 3 else "")
+        line += f" ({shown}); see the _error column"
+    if skipped:
+        line += f"; {skipped} left out of the output (skip)"
+    return line
 
 
 def inspect_command(args: argparse.Namespace) -> int:
@@ -168,13 +214,27 @@ class _LocalWriter:
         path: str,
         cache: Any = None,
         callbacks: Any = None,
+        on_error: str = "raise",
         **options: Any,
     ) -> list[str]:
+        """Like `DaftEngine.write_parquet`: when failures may be kept, an `_error` struct
+        column (null where the row succeeded; the failed rows' outputs are null), and the
+        rows failed under on_error "skip" left out."""
         import daft
+        import pyarrow as pa
 
-        rows = self.engine.map(plan, inputs, cache, callbacks)
-        columns = {name: inputs[name] for name in plan.map_over}
-        columns.update({name: [row[name] for row in rows] for name in plan.item.outputs})
+        from .engines.daft.types import ERROR_TYPE
+        from .results import ERROR_FIELD, error_of
+        from .runtime import may_settle
+
+        results = self.engine.map(plan, inputs, cache, callbacks, on_error)
+        kept = [i for i, r in enumerate(results) if getattr(error_of(r), "on_error", "") != "skip"]
+        rows = [results[i] for i in kept]
+        columns = {name: [inputs[name][i] for i in kept] for name in plan.map_over}
+        columns.update({name: [row.get(name) for row in rows] for name in plan.item.outputs})
+        if may_settle(plan.item, on_error):
+            records = [None if (r := error_of(row)) is None else r.as_row() for row in rows]
+            columns[ERROR_FIELD] = pa.array(records, type=ERROR_TYPE.to_arrow_dtype())
         return list(daft.from_pydict(columns).write_parquet(path, **options).to_pydict()["path"])
 
 
@@ -265,6 +325,12 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--debug", action="store_true", help="show tracebacks")
     run.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    run.add_argument(
+        "--on-error",
+        choices=["raise", "skip", "collect"],
+        default="raise",
+        help="a failing row: stop the run (default), leave it out, or write it with _error",
+    )
     return parser
 
 

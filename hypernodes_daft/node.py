@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from ._hashing import hash_code
+from ._limits import ClusterLimit
 from .results import ERROR_FIELD, check_on_error
 
 OutputName = str | tuple[str, ...]
@@ -74,7 +75,7 @@ class Node:
         output_name: OutputName,
         cache: bool = True,
         batch: bool = False,
-        max_concurrency: int | None = None,
+        max_concurrency: int | ClusterLimit | None = None,
         retries: int = 0,
         backoff: float = 0.1,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
@@ -91,7 +92,9 @@ class Node:
         self.name: str = getattr(func, "__name__", type(func).__name__)
         self.cache = cache
         self.batch = batch
-        self.max_concurrency = _positive_or_none(max_concurrency, "max_concurrency", func)
+        if not isinstance(max_concurrency, ClusterLimit):
+            _positive_or_none(max_concurrency, "max_concurrency", func)
+        self.max_concurrency = max_concurrency
         if not isinstance(retries, int) or retries < 0:
             raise ValueError(
                 f"node '{func.__name__}': retries must be an int >= 0, got {retries!r}"
@@ -162,7 +165,7 @@ def node(
     output_name: OutputName | Callable[..., Any] | None = None,
     cache: bool = True,
     batch: bool = False,
-    max_concurrency: int | None = None,
+    max_concurrency: int | ClusterLimit | None = None,
     retries: int = 0,
     backoff: float = 0.1,
     retry_on: tuple[type[BaseException], ...] = (Exception,),
@@ -179,7 +182,8 @@ def node(
     function over whole columns: it receives pyarrow Arrays (one value per item; `@stateful`
     objects stay scalars) and returns an array, list or numpy array of the same length.
     `max_concurrency` bounds the calls of the node in flight at once, across all items of a
-    map, in one process (on Daft/Ray: per worker process). `retries` re-calls the node when
+    map, in one process (on Daft/Ray: per worker process; `ClusterLimit(N)`: across the
+    whole Ray cluster). `retries` re-calls the node when
     it raises one of `retry_on`, waiting `backoff * 2**attempt` seconds plus jitter;
     `timeout` fails a call after that many seconds (an async call is cancelled). A
     `breaker=CircuitBreaker(failures, cooldown)` makes calls fail fast while a service is down;

@@ -17,14 +17,19 @@ the first n attempts of an id fail when `fail_ids` maps it to n. The
 decision does not depend on arrival order, so `expected_requests(ids)` is exact on any
 engine. `kill_after=n`: the service dies when its n-th request arrives (mid-map).
 
+`POST /batch` with a JSON list of ids is the batch endpoint: their values, in order, after
+one latency (`latency`). Each id in it counts as an attempt of that id, and the whole
+request gets a 503 (`{"failed": id}`) when any of those attempts fails as above.
+
 The service counts what it sees itself (never what a client says it sent): requests in
-total, per id and in arrival order, 503s sent, requests in flight now and at peak, and
+total, per id and in arrival order, 503s sent, requests in flight now and at peak,
 requests whose client went away before the answer (`cancelled`: a client-side timeout
-reached the socket).
+reached the socket) and the ids of each batch request (`batches`).
 
 Client side: `get_sync` (http.client, blocking, one connection per call), `get_async`
-(aiohttp), `Sessions` (one aiohttp session per event loop, shared by every call on it).
-Both raise `ServiceError` on a 5xx; a dead service raises one of `CONNECTION_ERRORS`.
+(aiohttp), `Sessions` (one aiohttp session per event loop, shared by every call on it);
+`post_batch_sync` and `post_batch_async` for the batch endpoint. All raise `ServiceError`
+on a 5xx; a dead service raises one of `CONNECTION_ERRORS`.
 """
 
 from __future__ import annotations
@@ -86,6 +91,8 @@ class Stats:
     cancelled: int  # requests whose client went away before the answer
     in_flight: int  # requests being handled now
     peak: int  # the most requests handled at once
+    # the ids of each POST /batch, in arrival order (they count in total and per_id too)
+    batches: list[list[int]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -125,6 +132,7 @@ class _Counters:
         self.total = self.failed = self.cancelled = self.in_flight = self.peak = 0
         self.per_id: collections.Counter[int] = collections.Counter()
         self.order: list[int] = []
+        self.batches: list[list[int]] = []
 
     def snapshot(self) -> Stats:
         return Stats(
@@ -135,6 +143,7 @@ class _Counters:
             self.cancelled,
             self.in_flight,
             self.peak,
+            [list(ids) for ids in self.batches],
         )
 
 
@@ -274,6 +283,8 @@ class HttpService:
         if parts == ["_reset"]:
             self._counters = _Counters()
             return web.json_response({})
+        if parts == ["batch"] and request.method == "POST":
+            return await self._batch(request)
         if len(parts) != 2 or parts[0] != "item" or not parts[1].lstrip("-").isdigit():
             return web.Response(status=404, text=f"no such path {request.path}")
         return await self._item(int(parts[1]), request)
@@ -303,6 +314,32 @@ class HttpService:
                 counters.failed += 1
                 return web.Response(status=503, text="try again")
             return web.json_response({"id": item_id, "value": value_of(item_id)})
+        except asyncio.CancelledError:
+            counters.cancelled += 1
+            raise
+        finally:
+            counters.in_flight -= 1
+
+    async def _batch(self, request: web.BaseRequest) -> web.StreamResponse:
+        """POST /batch: the values of a JSON list of ids; see the module doc."""
+        config, counters = self.config, self._counters
+        if self._listener is None:  # a connection accepted just before `kill()` ran
+            return web.Response(status=503, text="dead")
+        ids = [int(item_id) for item_id in await request.json()]
+        counters.total += 1
+        counters.batches.append(ids)
+        counters.per_id.update(ids)
+        # decided on arrival: later requests for the same ids do not change this one
+        failing = [i for i in ids if config.fails(i, counters.per_id[i])]
+        counters.in_flight += 1
+        counters.peak = max(counters.peak, counters.in_flight)
+        try:
+            if config.latency > 0:
+                await asyncio.sleep(config.latency)
+            if failing:
+                counters.failed += 1
+                return web.json_response({"failed": failing[0]}, status=503)
+            return web.json_response([value_of(i) for i in ids])
         except asyncio.CancelledError:
             counters.cancelled += 1
             raise
@@ -394,6 +431,41 @@ async def get_async(session: aiohttp.ClientSession, url: str, item_id: int) -> i
             raise ServiceError(response.status, item_id)
         response.raise_for_status()
         return (await response.json())["value"]
+
+
+def post_batch_sync(url: str, ids: list[int], timeout: float = 30.0) -> list[int]:
+    """The values for `ids` from one POST /batch (http.client, blocking, a new connection)."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json"}
+        connection.request("POST", "/batch", body=json.dumps(ids), headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status >= 500:
+        raise ServiceError(response.status, _failed_id(body, ids))
+    if response.status != 200:
+        raise RuntimeError(f"HTTP {response.status} for batch {ids}: {body!r}")
+    return json.loads(body)
+
+
+async def post_batch_async(session: aiohttp.ClientSession, url: str, ids: list[int]) -> list[int]:
+    """The values for `ids` from one POST /batch, with an aiohttp call on `session`."""
+    async with session.post(f"{url}/batch", json=ids) as response:
+        if response.status >= 500:
+            raise ServiceError(response.status, _failed_id(await response.read(), ids))
+        response.raise_for_status()
+        return await response.json()
+
+
+def _failed_id(body: bytes, ids: list[int]) -> int:
+    """The id a failed batch names (the first of the batch if it names none)."""
+    try:
+        return int(json.loads(body)["failed"])
+    except (ValueError, KeyError, TypeError):
+        return ids[0]
 
 
 def new_session() -> aiohttp.ClientSession:

@@ -139,3 +139,114 @@ def test_a_column_of_the_wrong_type_is_one_line_before_anything_runs(project):
     assert done.returncode == 1
     assert "column 'x' holds String values, but node 'double' takes x: int" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (project / "o").exists()
+
+
+FAILING = """
+from hypernodes_daft import Pipeline, node
+
+@node(output_name="checked")
+def check(x: int) -> int:
+    if x % 4 == 0:
+        raise ValueError(f"x={x} is a multiple of 4")
+    return x
+
+@node(output_name="labelled")
+def label(checked: int) -> str:
+    return f"n{checked}"
+
+pipeline = Pipeline(nodes=[check, label])
+"""
+FAILED = {i * 3 for i in range(30) if i * 3 % 4 == 0}  # x = 0, 12, ..., 84: 8 of 30 rows
+
+
+def errors_column(stdout: str) -> dict[str, str]:
+    """The summary table's errors column, per node."""
+    header, *rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("|:")
+    ]
+    return {row[0]: row[header.index("errors")] for row in rows}
+
+
+@pytest.mark.parametrize("engine", ["daft", "local"])
+def test_on_error_collect_writes_every_row_with_the_failures_in_the_error_column(project, engine):
+    (project / "failing.py").write_text(textwrap.dedent(FAILING))
+    done = cli(
+        "run", "failing.py:pipeline", "--input", "data", "--output", "out",
+        "--engine", engine, "--on-error", "collect", cwd=project,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "rows:     30" in done.stdout
+    last = done.stdout.strip().splitlines()[-1]
+    assert last == "8 of 30 rows failed (node 'check': ValueError x8); see the _error column"
+    assert errors_column(done.stdout) == {"check": "8", "label": "0"}
+    rows = sorted(pq.read_table(project / "out").to_pylist(), key=lambda row: row["x"])
+    assert [row["x"] for row in rows] == [i * 3 for i in range(30)]
+    for row in rows:
+        x, error = row["x"], row["_error"]
+        if x in FAILED:
+            assert (row["checked"], row["labelled"]) == (None, None)
+            assert error["node"] == "check" and error["path"] == "check"
+            assert error["error_type"] == "ValueError" and error["on_error"] == "collect"
+            assert error["message"] == f"x={x} is a multiple of 4"
+            assert error["attempts"] == 1 and error["inputs"] == f"x={x}"
+        else:
+            assert error is None and (row["checked"], row["labelled"]) == (x, f"n{x}")
+
+
+@pytest.mark.parametrize("engine", ["daft", "local"])
+def test_on_error_skip_writes_only_the_rows_that_succeeded(project, engine):
+    (project / "failing.py").write_text(textwrap.dedent(FAILING))
+    done = cli(
+        "run", "failing.py:pipeline", "--input", "data/*.parquet", "--output", "out",
+        "--engine", engine, "--on-error", "skip", "--no-progress", cwd=project,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "rows:     22" in done.stdout
+    last = done.stdout.strip().splitlines()[-1]
+    assert last == "8 of 30 rows failed; 8 left out of the output (skip)"
+    assert errors_column(done.stdout)["check"] == "8"
+    table = pq.read_table(project / "out").sort_by("x")
+    kept = [i * 3 for i in range(30) if i * 3 not in FAILED]
+    assert table["x"].to_pylist() == kept and table["checked"].to_pylist() == kept
+    assert table["labelled"].to_pylist() == [f"n{x}" for x in kept]
+    assert table["_error"].null_count == len(kept)  # the column is there, empty
+
+
+@pytest.mark.parametrize("engine", ["daft", "local"])
+def test_on_error_raise_is_a_one_line_error_and_a_nonzero_exit(project, engine):
+    (project / "failing.py").write_text(textwrap.dedent(FAILING))
+    done = cli(
+        "run", "failing.py:pipeline", "--input", "data", "--output", "out",
+        "--engine", engine, "--on-error", "raise", cwd=project,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "rows failed" not in done.stdout
+    ours = [line for line in done.stderr.splitlines() if line.startswith("hypernodes-daft")]
+    assert len(ours) == 1, done.stderr  # (Daft's native runner may log a line of its own)
+    assert "node 'check' raised ValueError: x=" in ours[0] and "is a multiple of 4" in ours[0]
+
+
+@pytest.mark.parametrize("engine", ["daft", "local"])
+def test_a_node_set_to_skip_leaves_its_rows_out_while_the_run_collects(project, engine):
+    (project / "mixed.py").write_text(
+        textwrap.dedent(FAILING)
+        .replace(
+            '@node(output_name="labelled")',
+            '@node(output_name="labelled", on_error="skip")',
+        )
+        .replace('return f"n{checked}"', 'return f"n{100 // (checked % 5)}"')
+    )  # label fails where x % 5 == 0 (x = 15, 30, 45, 75: not multiples of 4)
+    done = cli(
+        "run", "mixed.py:pipeline", "--input", "data", "--output", "out",
+        "--engine", engine, "--on-error", "collect", "--no-progress", cwd=project,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == (
+        "12 of 30 rows failed (node 'check': ValueError x8); see the _error column;"
+        " 4 left out of the output (skip)"
+    )
+    table = pq.read_table(project / "out")
+    assert table.num_rows == 26 and not {15, 30, 45, 75} & set(table["x"].to_pylist())
+    assert sorted(e["node"] for e in table["_error"].to_pylist() if e) == ["check"] * 8

@@ -28,6 +28,7 @@ from _http_service import (
 from hypernodes_daft import (
     CircuitBreaker,
     CircuitOpenError,
+    ClusterLimit,
     DaftEngine,
     ExecutionError,
     HypernodesEngine,
@@ -190,6 +191,21 @@ def test_identical_calls_in_flight_are_made_once(service, sessions, engines, eng
     service.reset()
     assert Pipeline(nodes=[fetch]).map({"item": ids}, "item", engine=engine) == values(ids)
     assert service.stats().total == 200
+
+
+@pytest.mark.parametrize(
+    ("engine_name", "kind"), [("async", "async"), ("threaded", "sync"), ("daft", "async")]
+)
+def test_a_cluster_limit_outside_ray_bounds_this_process(
+    service, sessions, engines, engine_name, kind
+):
+    """Without a Ray cluster, the process is the cluster: ClusterLimit(7) bounds it."""
+    service.configure(latency=0.02)
+    ids = list(range(200))
+    limited = fetch_node(service.url, kind, sessions, max_concurrency=ClusterLimit(7))
+    engine = engines(engine_name)
+    assert Pipeline(nodes=[limited]).map({"item": ids}, "item", engine=engine) == values(ids)
+    assert service.stats().peak == 7
 
 
 # -- circuit breaker --------------------------------------------------------------------------

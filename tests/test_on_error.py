@@ -256,6 +256,14 @@ def test_a_lazy_daft_frame_carries_the_error_column() -> None:
     assert columns["_error"][1]["error_type"] == "ZeroDivisionError"
 
 
+def test_a_lazy_daft_frame_leaves_skipped_rows_out() -> None:
+    frame = PIPELINE.map(
+        inputs={"x": [1, 0, 4]}, map_over="x", engine=DaftEngine(collect=False), on_error="skip"
+    )
+    columns = frame.to_pydict()
+    assert columns["x"] == [1, 4] and columns["_error"] == [None, None]
+
+
 def test_bad_policies_and_the_reserved_name_are_refused() -> None:
     with pytest.raises(PlanningError, match="pipeline 'pipeline': on_error must be one of"):
         PIPELINE.map(inputs={"x": [1]}, map_over="x", on_error="ignore")

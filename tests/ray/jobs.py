@@ -271,6 +271,40 @@ def job_collect(engine: DaftEngine, _: str) -> dict:
     }
 
 
+def job_cluster_limit(engine: DaftEngine, _: str) -> dict:
+    """Peak calls in flight across the whole cluster, from each call's own start and end
+    times (one machine, one clock): max_concurrency=3 per worker process, then a
+    ClusterLimit(3) shared by every process."""
+    from hypernodes_daft import ClusterLimit
+
+    def timed(bound: object) -> object:
+        @node(output_name="span", max_concurrency=bound)
+        async def call(x: int) -> list:
+            start = time.time()
+            await asyncio.sleep(0.05)
+            return [start, time.time(), os.getpid()]
+
+        return call
+
+    def peak(spans: list) -> int:
+        events = sorted([(s, 1) for s, _, _ in spans] + [(e, -1) for _, e, _ in spans])
+        now = best = 0
+        for _, step in events:  # an end before a start at the same instant
+            now += step
+            best = max(best, now)
+        return best
+
+    engine = DaftEngine(runner="ray", address=engine.address, partitions=6)
+    report = {}
+    for label, bound in (("per_process", 3), ("cluster", ClusterLimit(3, name="test-quota"))):
+        rows = Pipeline(nodes=[timed(bound)]).map(
+            inputs={"x": list(range(90))}, map_over="x", engine=engine
+        )
+        spans = [r["span"] for r in rows]
+        report[label] = {"peak": peak(spans), "processes": len({p for _, _, p in spans})}
+    return report
+
+
 def _process_state() -> dict:
     # one dict per worker process, kept on a module every process has
     if not hasattr(threading, "_hypernodes_test_state"):

@@ -70,6 +70,13 @@ def test_collected_failures_come_back_in_order_from_ray_workers(run_job):
     assert result["errors"] == {"invert": 10, "label": 0}
 
 
+def test_a_cluster_limit_bounds_calls_across_every_worker_process(run_job):
+    result = run_job("cluster_limit")
+    per_process, cluster = result["per_process"], result["cluster"]
+    assert per_process["processes"] >= 2 and per_process["peak"] > 3, result
+    assert cluster["processes"] >= 2 and cluster["peak"] == 3, result
+
+
 def test_switching_runner_in_one_process_is_a_clear_error(run_job):
     result = run_job("switch")
     assert result["error"] == "PlanningError"

@@ -76,7 +76,9 @@ def _run_on_driver(frame: daft.DataFrame, step: Step, names: Names, setup: Setup
 def value_types(step: Step) -> dict[str, DataType]:
     """The Daft type of each output of `step`, from the return hints of its node(s)."""
     if step.nested is None:
-        return dict(zip(step.outputs, output_types(step.node.func, len(step.outputs)), strict=True))
+        listed = getattr(step.node, "batch_size", None) is not None
+        hinted = output_types(step.node.func, len(step.outputs), listed)
+        return dict(zip(step.outputs, hinted, strict=True))
     inner = {name: t for s in step.nested.item.steps for name, t in value_types(s).items()}
     types = {}
     for inner_name, outer in step.nested.rename_out:

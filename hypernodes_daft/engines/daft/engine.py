@@ -238,14 +238,20 @@ class DaftEngine:
         kept: tuple[str, ...] | None,
         execution: _Execution,
     ) -> daft.DataFrame:
-        """The map as a lazy frame: the `kept` input columns (None: all) and the outputs."""
+        """The map as a lazy frame: the `kept` input columns and the outputs. None keeps
+        every input column, for a frame the caller gets or writes: then the rows failed
+        under on_error "skip" are left out, as `map` leaves them out."""
         frame = self._source(plan, inputs)
+        for_caller = kept is None
         if kept is None:
             kept = tuple(c for c in frame.column_names if c not in plan.item.outputs)
         names: Names = {name: name for name in plan.map_over}
         names.update({k: Const(v) for k, v in inputs.items() if k not in plan.map_over})
         frame = build(execution.with_errors(frame), plan.item, names, execution.setup)
-        return self._outputs(frame, plan.item.outputs, names, kept, execution)
+        frame = self._outputs(frame, plan.item.outputs, names, kept, execution)
+        if for_caller and execution.setup.tolerant:
+            frame = frame.where(col(ERROR).is_null() | (col(ERROR)["on_error"] != "skip"))
+        return frame
 
     def _source(self, plan: MapPlan, inputs: dict[str, Any]) -> daft.DataFrame:
         """The mapped inputs as the columns of a frame, one row per item."""

@@ -9,6 +9,7 @@ its constants, and writes its outputs into `columns`:
 - `SyncNodes`: each node runs as `map(func, *columns)`: no per-row dict, no per-row Daft call.
 - `AsyncNode`: the rows awaited together on the running event loop, at most `limit` at once.
 - `BatchNode`: a `@node(batch=True)` node, called once with Arrow arrays.
+- `ListBatchNode`: a `@node(batch_size=N)` node, called with lists, N rows at a time.
 - `NestedInline`: a nested pipeline once per row: its inner plan over the same rows.
 - `NestedMap`: a nested pipeline mapped over lists: every row's items are flattened into one
   batch (row and position kept), the inner plan runs over it, results are regrouped per row
@@ -25,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..._batch import as_argument, as_values
-from ..._limits import LoopSlots
+from ..._batching import split
+from ..._limits import ClusterLimit, LoopSlots
 from ...cache import key_or_none, lineages, lookup
 from ...context import node_context
 from ...exceptions import ExecutionError, summarize_inputs, wrap_error
@@ -64,7 +66,7 @@ class _Call:
         constants: dict[str, Any],
         setup: Setup,
         lineage: str,
-        slots: LoopSlots | None = None,
+        slots: LoopSlots | ClusterLimit | None = None,
     ):
         services = setup.services
         self.label = step.label
@@ -350,6 +352,94 @@ class BatchNode:
             return {name: [None] * n_rows for name in outputs}
 
 
+class ListBatchNode:
+    """One `@node(batch_size=N)` node: the rows of a batch in chunks of N, each chunk one
+    call with a list per argument. The rows are all here, so nothing waits for company.
+    Async chunks are awaited together, at most the node's max_concurrency (else the
+    engine's limit) grouped calls in flight, a slot per attempt (`_Call`'s `slots`). A
+    chunk whose call fails, or returns a list of the wrong length, fails each of its rows:
+    raised, or under on_error "skip"/"collect" recorded per row."""
+
+    def __init__(self, call: _Call, size: int, is_async: bool):
+        self.call = call
+        self.size = size
+        self.is_async = is_async
+
+    def compute(self, columns: Columns, n_rows: int) -> None:
+        started = time.perf_counter(), failures(columns.get(ERROR))
+        todo, rows, subset = self._todo(columns, n_rows)
+        with self.call.scope():
+            outcomes = [self._outcome(lists, n) for lists, n in self._chunks(subset, len(rows))]
+        self._complete(columns, todo, rows, subset, outcomes, started)
+
+    async def acompute(self, columns: Columns, n_rows: int) -> None:
+        started = time.perf_counter(), failures(columns.get(ERROR))
+        todo, rows, subset = self._todo(columns, n_rows)
+        chunks = self._chunks(subset, len(rows))
+        with self.call.scope():  # entered before the tasks exist: each copies the context
+            outcomes = await asyncio.gather(*(self._aoutcome(lists, n) for lists, n in chunks))
+        self._complete(columns, todo, rows, subset, outcomes, started)
+
+    def _todo(self, columns: Columns, n_rows: int) -> tuple[_Todo | None, Sequence[int], Columns]:
+        """What to compute: (the todo, None for every row; the batch's rows computed; the
+        columns they are read from, one entry per computed row)."""
+        todo = self.call.todo(columns, n_rows)
+        if todo is None:
+            return None, range(n_rows), columns
+        return todo, todo.rows, self.call.subset(columns, todo.rows)
+
+    def _chunks(self, columns: Columns, n_rows: int) -> list[tuple[list[list[Any]], int]]:
+        """(a list per argument, rows) for each chunk of `size` rows."""
+        constants, chunks = self.call.constants, []
+        for start in range(0, n_rows, self.size):
+            n = min(self.size, n_rows - start)
+            lists = [
+                columns[a][start : start + n] if a in columns else [constants[a]] * n
+                for a in self.call.args
+            ]
+            chunks.append((lists, n))
+        return chunks
+
+    def _outcome(self, lists: list[list[Any]], n_rows: int) -> list[Any] | Exception:
+        try:
+            return split(self.call.func(*lists), n_rows, self.call.label)
+        except Exception as error:
+            return error
+
+    async def _aoutcome(self, lists: list[list[Any]], n_rows: int) -> list[Any] | Exception:
+        try:
+            return split(await self.call.func(*lists), n_rows, self.call.label)
+        except Exception as error:
+            return error
+
+    def _complete(
+        self,
+        columns: Columns,
+        todo: _Todo | None,
+        rows: Sequence[int],
+        subset: Columns,
+        outcomes: list[list[Any] | Exception],
+        started: tuple[float, int],
+    ) -> None:
+        """Each chunk's results, or its failure for each of its rows; then store them and
+        report the batch (`started`: when, and how many rows had failed before)."""
+        call, errors, results = self.call, columns.get(ERROR), []
+        for start, outcome in zip(range(0, len(rows), self.size), outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                n = min(self.size, len(rows) - start)
+                for row in range(start, start + n):
+                    call.fail(outcome, subset, row, errors, rows[row])
+                results.extend([None] * n)
+            else:
+                results.extend(outcome)
+        if todo is None:
+            call.store(columns, results)
+            call.reported(len(rows), 0, started[0], failures(errors) - started[1])
+        else:
+            call.complete(columns, todo, results)
+            call.reported_todo(todo, started[0], failures(errors) - started[1])
+
+
 class PlanRunner:
     """A whole (inner) plan over columns."""
 
@@ -511,15 +601,33 @@ def make_runner(group: Group, constants: dict[str, Any], setup: Setup, keys: dic
     if group.kind in ("nested", "map"):
         kind = NestedInline if group.kind == "nested" else NestedMap
         return kind(step, constants, setup)
+    bound, cluster = _bounds(step, setup)
+    if group.kind == "lists":  # its async bound counts grouped calls, taken per attempt
+        slots = LoopSlots(bound) if step.is_async else None
+        call = _Call(step, constants, setup, keys.get(id(step), ""), cluster or slots)
+        return ListBatchNode(call, step.node.batch_size, step.is_async)
     if group.kind == "async":
-        slots = LoopSlots(getattr(step.node, "max_concurrency", None) or setup.limit)
+        slots = LoopSlots(bound)
         per_attempt = bool(getattr(step.node, "retries", 0))
-        call = _Call(step, constants, setup, keys.get(id(step), ""), slots if per_attempt else None)
+        limit = cluster or (slots if per_attempt else None)
+        call = _Call(step, constants, setup, keys.get(id(step), ""), limit)
         return AsyncNode(call, slots, per_attempt)
-    calls = [_Call(s, constants, setup, keys.get(id(s), "")) for s in group.steps]
+    calls = [
+        _Call(s, constants, setup, keys.get(id(s), ""), _bounds(s, setup)[1]) for s in group.steps
+    ]
     if group.kind == "sync":
         return SyncNodes(calls)
     return BatchNode(calls[0])
+
+
+def _bounds(step: Step, setup: Setup) -> tuple[int, ClusterLimit | None]:
+    """A node's calls in flight per process (its own bound, else the engine's), and its
+    ClusterLimit if it has one (then the process bound is the engine's; the cluster's
+    slots are taken per call)."""
+    bound = getattr(step.node, "max_concurrency", None)
+    if isinstance(bound, ClusterLimit):
+        return setup.limit, bound
+    return bound or setup.limit, None
 
 
 def run_on_driver(step: Step, constants: dict[str, Any], services: Services) -> dict[str, Any]:

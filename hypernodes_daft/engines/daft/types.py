@@ -12,6 +12,7 @@ stays in the Python heap and cannot be written to Parquet.
 
 from __future__ import annotations
 
+import collections.abc
 import sys
 import types
 import typing
@@ -30,6 +31,7 @@ _SCALARS: dict[Any, DataType] = {
 }
 
 PYTHON = DataType.python()
+_LISTS = (list, collections.abc.Sequence)  # what a batch_size node's return hint may say
 
 
 def arrow_type(hint: Any) -> DataType:
@@ -53,12 +55,16 @@ def arrow_type(hint: Any) -> DataType:
     return PYTHON
 
 
-def output_types(func: Any, n_outputs: int) -> list[DataType]:
-    """One type per output of a node, from its return hint (`tuple[...]` for several)."""
+def output_types(func: Any, n_outputs: int, listed: bool = False) -> list[DataType]:
+    """One type per output of a node, from its return hint (`tuple[...]` for several).
+    `listed`: a `batch_size` node, whose hint is `list[<one item's result>]`."""
     try:
         hint = typing.get_type_hints(func).get("return")
     except Exception:  # unresolvable forward references: treat as unannotated
         hint = None
+    if listed:
+        args = typing.get_args(hint)
+        hint = args[0] if typing.get_origin(hint) in _LISTS and len(args) == 1 else None
     if n_outputs == 1:
         return [arrow_type(hint)]
     args = typing.get_args(hint) if typing.get_origin(hint) is tuple else ()

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from ..._events import Events, aobserved_stream, observed_map, observed_stream
@@ -78,13 +79,15 @@ class HypernodesEngine:
         self.max_concurrency = max_concurrency
         self.cache = cache
         self.services = Services(cache=cache)
+        # a map whose items run at once in this process: batch_size nodes group their calls
+        self._grouping = replace(self.services, concurrent_items=True)
         self.callbacks = callback_list(callbacks, "HypernodesEngine")
         self._given = {
             "node": node_executor if isinstance(node_executor, Executor) else None,
             "map": map_executor if isinstance(map_executor, Executor) else None,
         }
         self._owned: dict[str, Executor] = {}
-        self._async_runners: dict[int, tuple[RunPlan, ARunItem]] = {}
+        self._async_runners: dict[int, tuple[RunPlan, Services, ARunItem]] = {}
 
     # -- the Engine protocol -----------------------------------------------------------------
     # `cache` and `callbacks` come from the pipeline (`Pipeline(cache=..., callbacks=...)`):
@@ -110,7 +113,7 @@ class HypernodesEngine:
         callbacks: Any = None,
         on_error: str = "raise",
     ) -> list[Values]:
-        services = self._services(plan.item, cache, callbacks, on_error)
+        services = self._services(plan.item, cache, callbacks, on_error, mapping=True)
         if self.map_executor == "async":
             return run_coroutine(self._amap(plan, inputs, services))
         with observed_map(services.events, plan.n_items):
@@ -131,7 +134,7 @@ class HypernodesEngine:
         on_error: str = "raise",
     ) -> Iterator[tuple[int, Values]]:
         """`(index, outputs)` per item as soon as it is done (in order when sequential)."""
-        services = self._services(plan.item, cache, callbacks, on_error)
+        services = self._services(plan.item, cache, callbacks, on_error, mapping=True)
         if self.map_executor == "async":
             return stream_from_loop(self._astream(plan, inputs, services))
         return observed_stream(self._stream(plan, inputs, services), services.events, plan.n_items)
@@ -146,7 +149,7 @@ class HypernodesEngine:
     ) -> AsyncIterator[tuple[int, Values]]:
         """`iter_map` for async callers; the async executor streams on the caller's loop."""
         if self.map_executor == "async":
-            services = self._services(plan.item, cache, callbacks, on_error)
+            services = self._services(plan.item, cache, callbacks, on_error, mapping=True)
             stream = self._astream(plan, inputs, services)
         else:
             stream = stream_in_thread(self.iter_map(plan, inputs, cache, callbacks, on_error))
@@ -177,9 +180,8 @@ class HypernodesEngine:
     ) -> list[Values]:
         """`map` for async callers: with the async executor, on the caller's event loop."""
         if self.map_executor == "async":
-            return await self._amap(
-                plan, inputs, self._services(plan.item, cache, callbacks, on_error)
-            )
+            services = self._services(plan.item, cache, callbacks, on_error, mapping=True)
+            return await self._amap(plan, inputs, services)
         return await asyncio.to_thread(self.map, plan, inputs, cache, callbacks, on_error)
 
     # -- resources -----------------------------------------------------------------------------
@@ -206,15 +208,21 @@ class HypernodesEngine:
 
     # -- compiling plans into runners ------------------------------------------------------------
 
-    def _services(self, plan: RunPlan, cache: Any, callbacks: Any, on_error: str) -> Services:
+    def _services(
+        self, plan: RunPlan, cache: Any, callbacks: Any, on_error: str, mapping: bool = False
+    ) -> Services:
         """The services of one call: the engine's own unless the pipeline brings a cache,
         either brings callbacks or the call sets on_error (then the runners are compiled
-        for this call only)."""
+        for this call only). Items run at once (`concurrent_items`) only in a map on the
+        async or threaded executor: `run` is one item, the sequential executor runs items
+        one by one and so does each process of the parallel one."""
+        grouping = mapping and self.map_executor in ("async", "threaded")
         every = [*self.callbacks, *(callbacks or ())]
         if cache is None and not every and on_error == "raise":
-            return self.services
+            return self._grouping if grouping else self.services
         events = Events.start(every, plan, type(self).__name__, "SeqEngine")
-        return Services(cache if cache is not None else self.cache, events, (), on_error)
+        cache = cache if cache is not None else self.cache
+        return Services(cache, events, (), on_error, concurrent_items=grouping)
 
     def _item_runner(self, plan: RunPlan, services: Services) -> RunItem:
         """A synchronous function running one item with the node executor."""
@@ -229,16 +237,17 @@ class HypernodesEngine:
         """Kept per plan (for the engine's own services), so what the runner learned (which
         sync nodes are quick enough to run on the loop) carries over to the next call."""
         kept = self._async_runners.get(id(plan))
-        if services is self.services and kept is not None and kept[0] is plan:
-            return kept[1]
+        own = services is self.services or services is self._grouping
+        if own and kept is not None and kept[0] is plan and kept[1] is services:
+            return kept[2]
         concurrent_nodes = self.node_executor != "sequential"
         runner = compile_arun(
             plan, concurrent_nodes, self._pool("io"), self.max_concurrency, services
         )
-        if services is self.services:
+        if own:
             if len(self._async_runners) >= _KEPT_RUNNERS:
                 self._async_runners.clear()
-            self._async_runners[id(plan)] = (plan, runner)
+            self._async_runners[id(plan)] = (plan, services, runner)
         return runner
 
     async def _amap(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
