@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -44,36 +43,6 @@ ENGINES = {
     "parallel": lambda: HypernodesEngine(map_executor="parallel", max_workers=2),
     "daft": lambda: DaftEngine(max_concurrency=100),
 }
-
-
-@pytest.fixture
-def service() -> Iterator[HttpService]:
-    """A fresh service on a free port, stopped (thread, loop, connections) afterwards."""
-    with HttpService() as started:
-        yield started
-
-
-@pytest.fixture
-def sessions() -> Iterator[Sessions]:
-    """aiohttp sessions of the async nodes, one per event loop, closed afterwards."""
-    made = Sessions()
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def engines() -> Iterator[Any]:
-    """`engines(name)`: a new engine, shut down after the test."""
-    made: list[Any] = []
-
-    def make(name: str) -> Any:
-        made.append(ENGINES[name]())
-        return made[-1]
-
-    yield make
-    for engine in made:
-        if hasattr(engine, "shutdown"):
-            engine.shutdown()
 
 
 def fetch_node(url: str, kind: str, sessions: Sessions | None = None, **options: Any) -> Any:
@@ -146,12 +115,15 @@ def test_every_item_succeeds_through_20_percent_transient_failures(
 @pytest.mark.parametrize(
     ("engine_name", "kind"), [("async", "async"), ("daft", "async"), ("threaded", "sync")]
 )
+@pytest.mark.parametrize("bound", [7, ClusterLimit(7)], ids=["per_process", "cluster_limit"])
 def test_the_service_never_sees_more_than_max_concurrency_requests(
-    service, sessions, engines, engine_name, kind
+    service, sessions, engines, engine_name, kind, bound
 ):
+    """An int bounds the process; so does a ClusterLimit without a Ray cluster (the process
+    is the whole cluster: tests/ray measures it across worker processes)."""
     service.configure(latency=0.02)
     ids = list(range(200))
-    limited = fetch_node(service.url, kind, sessions, max_concurrency=7)
+    limited = fetch_node(service.url, kind, sessions, max_concurrency=bound)
     engine = engines(engine_name)  # 100 items in flight (16 threads) allowed
     assert Pipeline(nodes=[limited]).map({"item": ids}, "item", engine=engine) == values(ids)
     stats = service.stats()
@@ -191,21 +163,6 @@ def test_identical_calls_in_flight_are_made_once(service, sessions, engines, eng
     service.reset()
     assert Pipeline(nodes=[fetch]).map({"item": ids}, "item", engine=engine) == values(ids)
     assert service.stats().total == 200
-
-
-@pytest.mark.parametrize(
-    ("engine_name", "kind"), [("async", "async"), ("threaded", "sync"), ("daft", "async")]
-)
-def test_a_cluster_limit_outside_ray_bounds_this_process(
-    service, sessions, engines, engine_name, kind
-):
-    """Without a Ray cluster, the process is the cluster: ClusterLimit(7) bounds it."""
-    service.configure(latency=0.02)
-    ids = list(range(200))
-    limited = fetch_node(service.url, kind, sessions, max_concurrency=ClusterLimit(7))
-    engine = engines(engine_name)
-    assert Pipeline(nodes=[limited]).map({"item": ids}, "item", engine=engine) == values(ids)
-    assert service.stats().peak == 7
 
 
 # -- circuit breaker --------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,7 +19,6 @@ import cloudpickle
 import pytest
 from _http_service import (
     TRANSIENT,
-    HttpService,
     Sessions,
     post_batch_async,
     post_batch_sync,
@@ -55,36 +53,6 @@ GROUPING = [
 ]
 SIZE = 32
 IDS = list(range(200))
-
-
-@pytest.fixture
-def service() -> Iterator[HttpService]:
-    """A fresh service on a free port, stopped (thread, loop, connections) afterwards."""
-    with HttpService() as started:
-        yield started
-
-
-@pytest.fixture
-def sessions() -> Iterator[Sessions]:
-    """aiohttp sessions of the async nodes, one per event loop, closed afterwards."""
-    made = Sessions()
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def engines() -> Iterator[Any]:
-    """`engines(name)`: a new engine, shut down after the test."""
-    made: list[Any] = []
-
-    def make(name: str) -> Any:
-        made.append(ENGINES[name]())
-        return made[-1]
-
-    yield make
-    for engine in made:
-        if hasattr(engine, "shutdown"):
-            engine.shutdown()
 
 
 def lookup_node(url: str, kind: str, sessions: Sessions | None = None, **options: Any) -> Any:
