@@ -14,7 +14,7 @@ the list (still listed in `results.errors`), so nothing vanishes silently.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from .exceptions import ExecutionError, PlanningError
@@ -61,8 +61,7 @@ class ErrorRecord:
 
     def as_row(self) -> dict[str, Any]:
         """The record as a struct value (for a Daft column or Parquet)."""
-        row = asdict(self)
-        return {name: row[name] for name in RECORD_FIELDS}
+        return {name: getattr(self, name) for name in RECORD_FIELDS}
 
     def __str__(self) -> str:
         where = f"item {self.index}: " if self.index is not None else ""
