@@ -19,9 +19,11 @@ its constants, and writes its outputs into `columns`:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +84,22 @@ class _Call:
         func = resilient(step.node.func, step.node, step.is_async, slots)
         positional = step.args == tuple(step.node.root_args[: len(step.args)])
         self.func: Callable[..., Any] = func if positional else _by_name(func, step.args)
+        # a sync node given its own bound does I/O: its rows run on that many threads
+        bound = getattr(step.node, "max_concurrency", None)
+        if isinstance(bound, ClusterLimit):
+            bound = min(bound.limit, setup.limit)
+        self.threads: int | None = bound if not step.is_async and bound and bound > 1 else None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def pool(self) -> ThreadPoolExecutor:
+        """The threads of a sync node with `max_concurrency` (made in the process using
+        them: a pickled call arrives without)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, f"hypernodes-{self.label}")
+        return self._pool
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pool": None}
 
     def scope(self) -> Any:
         """Entered around the node's calls of a batch (async: the tasks copy it)."""
@@ -212,6 +230,8 @@ class SyncNodes:
         call: _Call, columns: Columns, n_rows: int, errors: Errors, rows: list[int] | None
     ) -> list[Any]:
         """The node over `n_rows` rows of `columns`: the batch's `rows` (None: all)."""
+        if call.threads is not None:
+            return SyncNodes._threaded(call, columns, n_rows, errors, rows)
         results: list[Any] = []
         calls = map(call.func, *call.arguments(columns, n_rows))
         with call.scope():
@@ -223,6 +243,31 @@ class SyncNodes:
                     row = len(results)
                     call.fail(error, columns, row, errors, row if rows is None else rows[row])
                     results.append(None)
+
+    @staticmethod
+    def _threaded(
+        call: _Call, columns: Columns, n_rows: int, errors: Errors, rows: list[int] | None
+    ) -> list[Any]:
+        """`_rows` on the node's threads: at most `max_concurrency` calls at once in this
+        process, as the local executors run a sync node that does I/O."""
+        pool, arguments = call.pool(), zip(*call.arguments(columns, n_rows), strict=False)
+        with call.scope():  # each call runs in a copy of this context: it sees its node
+            futures = [
+                pool.submit(contextvars.copy_context().run, call.func, *row)
+                for row in itertools.islice(arguments, n_rows)
+            ]
+        results: list[Any] = []
+        try:
+            for row, future in enumerate(futures):
+                try:
+                    results.append(future.result())
+                except Exception as error:
+                    call.fail(error, columns, row, errors, row if rows is None else rows[row])
+                    results.append(None)
+        finally:
+            for future in futures:  # raised: the rows not started are dropped
+                future.cancel()
+        return results
 
 
 class AsyncNode:
