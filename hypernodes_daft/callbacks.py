@@ -217,6 +217,11 @@ class PipelineCallback:
 # --------------------------------------------------------------------------------------
 
 
+class RowFailed(Exception):
+    """Stands for a node's exception on a DaftEngine row that failed under on_error
+    "skip"/"collect" (the row's `_error` record tells what it raised)."""
+
+
 def _overridden(callback: Any, hook: str) -> Any:
     """The callback's bound hook, or None when it is missing or the base class's no-op."""
     method = getattr(callback, hook, None)
@@ -307,7 +312,9 @@ class Callbacks:
 
         With `ctx`, callbacks without `record_batch` get 0.4's hooks per row instead:
         on_node_start + on_node_end (empty inputs and outputs, the mean duration) for each
-        computed row, on_node_cached (empty signature) for each hit.
+        computed row, on_node_start + on_error for each of the `errors` rows that failed
+        (recorded under on_error "skip"/"collect": the exception stayed with its worker, a
+        `RowFailed` stands in), on_node_cached (empty signature) for each hit.
         """
         for sink in self._batch_sinks:
             sink(node_id, rows, seconds, cached, errors)
@@ -315,14 +322,17 @@ class Callbacks:
             return
         mean = seconds / rows if rows else 0.0
         for callback in self._per_row_nodes:
-            start, end, hit = (
+            start, end, hit, failed = (
                 _overridden(callback, hook)
-                for hook in ("on_node_start", "on_node_end", "on_node_cached")
+                for hook in ("on_node_start", "on_node_end", "on_node_cached", "on_error")
             )
-            for _ in range(rows):
+            for row in range(rows):
                 if start:
                     start(node_id, {}, ctx)
-                if end:
+                if row >= rows - errors:
+                    if failed:
+                        failed(node_id, RowFailed(f"node '{node_id}' failed on a row"), ctx)
+                elif end:
                     end(node_id, {}, mean, ctx)
             for _ in range(cached if hit else 0):
                 hit(node_id, "", ctx)

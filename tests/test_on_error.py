@@ -16,6 +16,7 @@ from hypernodes_daft import (
     HypernodesEngine,
     MetricsCallback,
     Pipeline,
+    PipelineCallback,
     PlanningError,
     node,
 )
@@ -234,6 +235,25 @@ def test_callbacks_see_each_failure_and_every_item_end(engine: Any) -> None:
     summary = metrics.summary()
     assert summary["invert"]["errors"] == 2 and summary["shift"]["errors"] == 1
     assert summary["describe"]["calls"] == 2
+
+
+def test_plain_callbacks_see_on_error_for_each_failed_call(engine: Any) -> None:
+    class Hooks(PipelineCallback):
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, str]] = []
+
+        def on_node_end(self, node_id, outputs, duration, ctx):
+            self.seen.append(("end", node_id))
+
+        def on_error(self, node_id, error, ctx):
+            self.seen.append(("error", node_id))
+
+    hooks = Hooks()
+    pipeline = Pipeline(nodes=[invert, shift, describe], callbacks=[hooks])
+    pipeline.map(inputs={"x": XS}, map_over="x", engine=engine, on_error="collect")
+    counts = {kind: sorted(n for k, n in hooks.seen if k == kind) for kind in ("end", "error")}
+    assert counts["error"] == ["invert", "invert", "shift"]
+    assert counts["end"] == ["describe"] * 2 + ["invert"] * 3 + ["shift"] * 2
 
 
 def test_run_returns_the_record_instead_of_raising(engine: Any) -> None:
