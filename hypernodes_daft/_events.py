@@ -85,6 +85,10 @@ class Events:
     def node_error(self, label: str, error: BaseException) -> None:
         self.fire("on_error", label, error)
 
+    def node_retry(self, label: str, n: int = 1) -> None:
+        """A call of the node is about to be retried (`n` retries, from a Daft batch)."""
+        self.sink.record_retry(label, n)
+
     def nested(self, hook: str, child: Events, *args: Any) -> None:
         """on_nested_pipeline_start/end(parent id, child id, ...)."""
         self.fire(hook, self.pipeline_id, child.pipeline_id, *args)
@@ -117,10 +121,18 @@ class Events:
     # -- aggregated and replayed events ------------------------------------------------------
 
     def record_batch(
-        self, node_id: str, rows: int, seconds: float, cached: int, failed: int = 0
+        self,
+        node_id: str,
+        rows: int,
+        seconds: float,
+        cached: int,
+        failed: int = 0,
+        retried: int = 0,
     ) -> None:
         """A batch of a node's calls (DaftEngine): aggregates, or 0.4 hooks per row."""
         self.sink.record_batch(node_id, rows, seconds, cached, failed, self.ctx)
+        if retried:
+            self.node_retry(node_id, retried)
 
     def items_done(self, first: int, n: int, seconds: float) -> None:
         """Items `first` .. `first + n - 1` of a map finished (DaftEngine, per partition)."""
@@ -132,7 +144,10 @@ class Events:
             events = self
             for label in path:
                 events = events.child(label)
-            events.fire(hook, *args)
+            if hook == _RETRY:
+                events.node_retry(*args)
+            else:
+                events.fire(hook, *args)
 
 
 @contextmanager
@@ -163,6 +178,8 @@ async def aobserved_stream(
             yield entry
 
 
+_RETRY = "record_retry"  # a recorded retry (not a 0.4 hook)
+
 # Hooks whose dict arguments stay in the worker: node inputs and outputs can be large.
 _WITHOUT_VALUES = frozenset(
     {"on_node_start", "on_node_end", "on_pipeline_start", "on_pipeline_end"}
@@ -174,6 +191,9 @@ class RecordingEvents(Events):
     path of its pipeline, for the driver to `replay`; node and pipeline values are left out."""
 
     __slots__ = ()
+
+    def node_retry(self, label: str, n: int = 1) -> None:
+        self.sink.append((self.path, _RETRY, (label, n)))
 
     def fire(self, hook: str, *args: Any) -> None:
         if hook in _WITHOUT_VALUES:

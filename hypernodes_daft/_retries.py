@@ -52,10 +52,12 @@ def with_retries(
     retries: int,
     backoff: float,
     retry_on: tuple[type[BaseException], ...],
+    on_retry: Callable[[], None] | None = None,
 ) -> Callable[..., Any]:
-    """`func` called up to `retries + 1` times while it raises one of `retry_on`. The
-    exception that ends the retries carries how many attempts were made
-    (`hypernodes_attempts`, for the error records of on_error="collect")."""
+    """`func` called up to `retries + 1` times while it raises one of `retry_on`;
+    `on_retry()` is called before each retry (callbacks count them). The exception that
+    ends the retries carries how many attempts were made (`hypernodes_attempts`, for the
+    error records of on_error="collect")."""
     policy = {
         "stop": tenacity.stop_after_attempt(retries + 1),
         "wait": tenacity.wait_exponential(multiplier=backoff) + tenacity.wait_random(0, backoff),
@@ -64,6 +66,8 @@ def with_retries(
         & tenacity.retry_if_not_exception_type(CircuitOpenError),
         "reraise": True,  # the node's own exception, not tenacity's RetryError
     }
+    if on_retry is not None:
+        policy["before_sleep"] = lambda _state: on_retry()
     if inspect.iscoroutinefunction(func):
 
         @functools.wraps(func)

@@ -249,6 +249,7 @@ class Callbacks:
         }
         self._batch_sinks = self._having("record_batch")
         self._item_sinks = self._having("advance_items")
+        self._retry_sinks = self._having("record_retry")
         # callbacks that take no aggregates get the 0.4 hooks once per row instead
         self._per_row_nodes = self._lacking("record_batch")
         self._per_row_items = self._lacking("advance_items")
@@ -336,6 +337,13 @@ class Callbacks:
                     end(node_id, {}, mean, ctx)
             for _ in range(cached if hit else 0):
                 hit(node_id, "", ctx)
+
+    def record_retry(self, node_id: str, n: int = 1) -> None:
+        """The runtime retried calls of this node `n` more times (for the callbacks that
+        count retries, as MetricsCallback does: `record_retry(node_id)`)."""
+        for sink in self._retry_sinks:
+            for _ in range(n):
+                sink(node_id)
 
     def advance_items(
         self,

@@ -89,7 +89,9 @@ class NodeCall:
             self.func = one_row(self.func, step.label, len(step.outputs))
         limit = getattr(step.node, "max_concurrency", None)
         per_item = batcher_for(step.node, step.label, step.is_async, services.concurrent_items)
-        self.func = resilient(self.func, step.node, step.is_async, limit, per_item)
+        events, label = self.events, step.label
+        on_retry = None if events is None else (lambda: events.node_retry(label))
+        self.func = resilient(self.func, step.node, step.is_async, limit, per_item, on_retry)
         self.args = step.args
         self.outputs = step.outputs
         self.single = step.outputs[0] if len(step.outputs) == 1 else None
@@ -397,13 +399,15 @@ def resilient(
     is_async: bool,
     limit: Any = None,
     per_item: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+    on_retry: Callable[[], None] | None = None,
 ) -> Any:
     """`func` with, around each attempt, the node's timeout, circuit breaker (checked once
     the call holds its slot and its rate-limit turn, so calls queued before a circuit
     opened do not reach a dead service), concurrency bound (`limit`: a number, a shared
     LoopSlots, or None) and rate limit; and its retries around all (a backoff wait holds
     no slot). `per_item` (a `batch_size` node called per item: `_batching.batcher_for`)
-    turns the list function, so wrapped, into a function of one item."""
+    turns the list function, so wrapped, into a function of one item; `on_retry()` is
+    called before each retry."""
     timeout = getattr(node, "timeout", None)
     if timeout is not None:
         func = with_timeout(func, is_async, timeout)
@@ -423,7 +427,7 @@ def resilient(
         func = per_item(func)
     retries = getattr(node, "retries", 0)
     if retries:
-        func = with_retries(func, retries, node.backoff, node.retry_on)
+        func = with_retries(func, retries, node.backoff, node.retry_on, on_retry)
     return func
 
 

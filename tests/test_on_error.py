@@ -237,6 +237,15 @@ def test_callbacks_see_each_failure_and_every_item_end(engine: Any) -> None:
     assert summary["describe"]["calls"] == 2
 
 
+def test_metrics_count_the_retries(engine: Any, tmp_path: Path) -> None:
+    retried = node(output_name="y", retries=2, backoff=0.001)(fails_once(tmp_path).func)
+    metrics = MetricsCallback()
+    pipeline = Pipeline(nodes=[retried], callbacks=[metrics])
+    results = pipeline.map(inputs={"x": [1, 2, 3, 4, 5]}, map_over="x", engine=engine)
+    assert results == [{"y": 10 * x} for x in range(1, 6)]
+    assert metrics.summary()["flaky"]["retries"] == 3  # the odd items failed once each
+
+
 def test_plain_callbacks_see_on_error_for_each_failed_call(engine: Any) -> None:
     class Hooks(PipelineCallback):
         def __init__(self) -> None:

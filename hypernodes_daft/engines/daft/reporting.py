@@ -42,8 +42,10 @@ class LocalReport:
         weakref.finalize(self, self._queue.put, None)  # a dropped report stops its thread
         _in_process[id(self)] = self
 
-    def record(self, node_id: str, rows: int, seconds: float, cached: int, failed: int) -> None:
-        self._queue.put((node_id, rows, seconds, cached, failed))
+    def record(
+        self, node_id: str, rows: int, seconds: float, cached: int, failed: int, retried: int
+    ) -> None:
+        self._queue.put((node_id, rows, seconds, cached, failed, retried))
 
     def drain(self) -> None:
         """Wait until every record queued so far has been fired."""
@@ -85,8 +87,10 @@ class RayReport:
         collector = ray.remote(num_cpus=0)(_Collector)
         return cls(events, collector.remote())
 
-    def record(self, node_id: str, rows: int, seconds: float, cached: int, failed: int) -> None:
-        self.actor.add.remote((node_id, rows, seconds, cached, failed))  # fire and forget
+    def record(
+        self, node_id: str, rows: int, seconds: float, cached: int, failed: int, retried: int
+    ) -> None:
+        self.actor.add.remote((node_id, rows, seconds, cached, failed, retried))  # no wait
 
     def drain(self) -> None:
         import ray

@@ -81,7 +81,9 @@ class _Call:
         self.lineage = lineage
         self.on_error = getattr(step.node, "on_error", None) or setup.on_error
         # the async bound is the AsyncNode's (per batch), unless `slots` bound each attempt
-        func = resilient(step.node.func, step.node, step.is_async, slots)
+        self.retried = itertools.count()  # next() is atomic: threads and tasks share it
+        self._reported_retries = 0
+        func = resilient(step.node.func, step.node, step.is_async, slots, None, self._retry)
         positional = step.args == tuple(step.node.root_args[: len(step.args)])
         self.func: Callable[..., Any] = func if positional else _by_name(func, step.args)
         # a sync node given its own bound does I/O: its rows run on that many threads
@@ -99,7 +101,10 @@ class _Call:
         return self._pool
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_pool": None}
+        return {**self.__dict__, "_pool": None, "retried": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, retried=itertools.count(), _reported_retries=0)
 
     def scope(self) -> Any:
         """Entered around the node's calls of a batch (async: the tasks copy it)."""
@@ -110,7 +115,17 @@ class _Call:
         `rows` calls, `cached` hits, `failed` of the calls recorded as failures."""
         if self.report is not None:
             seconds = time.perf_counter() - started
-            self.report.record(self.label, rows, seconds, cached, failed)
+            self.report.record(self.label, rows, seconds, cached, failed, self._new_retries())
+
+    def _retry(self) -> None:
+        next(self.retried)
+
+    def _new_retries(self) -> int:
+        """Retries since the last report (a batch reports those of batches running beside
+        it too: the totals are exact, their split between batches is not)."""
+        total = next(self.retried) - self._reported_retries  # this next() is not a retry
+        self._reported_retries += total + 1
+        return total
 
     def arguments(self, columns: Columns, n_rows: int) -> list[Any]:
         constants = self.constants
