@@ -74,7 +74,8 @@ def test_a_cluster_limit_bounds_calls_across_every_worker_process(run_job):
     result = run_job("cluster_limit")
     per_process, cluster = result["per_process"], result["cluster"]
     assert per_process["processes"] >= 2 and per_process["peak"] > 3, result
-    assert cluster["processes"] >= 2 and cluster["peak"] == 3, result
+    assert all(run["peak"] == 3 for run in cluster), result  # every run, one process or more
+    assert cluster[-1]["processes"] >= 2, result
 
 
 def test_switching_runner_in_one_process_is_a_clear_error(run_job):
