@@ -115,7 +115,7 @@ class DaftEngine:
             frame = self._outputs(frame, plan.outputs, names, (), execution)
             if not self.collect:
                 return frame
-            (outputs,) = _items(frame.to_pydict(), plan.outputs, None)
+            (outputs,) = list(_items(frame.to_pydict(), plan.outputs, None))
         if events:
             events.item_end(None, outputs, started)
         return outputs
@@ -148,11 +148,14 @@ class DaftEngine:
             frame = self._lazy_map(plan, inputs, (), execution)
             index, started = 0, time.perf_counter()
             for partition in frame.iter_partitions():
-                items = _items(_local(partition).to_pydict(), outputs, index)
-                execution.partition_done(index, len(items), time.perf_counter() - started)
-                for item in items:
+                columns = _local(partition).to_pydict()
+                del partition  # only the Python values of a partition are held
+                rows = len(next(iter(columns.values()))) if columns else 0
+                execution.partition_done(index, rows, time.perf_counter() - started)
+                for item in _items(columns, outputs, index):  # made one at a time
                     yield index, item
                     index += 1
+                del columns
                 started = time.perf_counter()
 
     def write_parquet(
@@ -361,15 +364,16 @@ def _as_list(value: Any) -> list[Any]:
 
 def _items(
     columns: dict[str, list[Any]], outputs: tuple[str, ...], first: int | None
-) -> list[dict[str, Any]]:
+) -> Iterator[dict[str, Any]]:
     """Each row's outputs, or its error record (rows numbered from `first`; None: a run)."""
+    errors = columns.get(ERROR)
     rows = zip(*(columns[n] for n in outputs), strict=True)
-    items = [dict(zip(outputs, row, strict=True)) for row in rows]
-    for offset, error in enumerate(columns.get(ERROR, ())):
-        if error is not None:
-            index = None if first is None else first + offset
-            items[offset] = {ERROR_FIELD: record_from_row(error, index)}
-    return items
+    for offset, row in enumerate(rows):
+        error = None if errors is None else errors[offset]
+        if error is None:
+            yield dict(zip(outputs, row, strict=True))
+        else:
+            yield {ERROR_FIELD: record_from_row(error, None if first is None else first + offset)}
 
 
 def use_runner(runner: str, address: str | None) -> None:

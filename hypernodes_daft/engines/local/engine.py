@@ -38,6 +38,7 @@ NODE_EXECUTORS = ("sequential", "async", "threaded")
 MAP_EXECUTORS = ("sequential", "async", "threaded", "parallel")
 _MAX_IO_THREADS = 256
 _KEPT_RUNNERS = 32
+_MIN_WINDOW = 256
 
 
 class HypernodesEngine:
@@ -122,7 +123,8 @@ class HypernodesEngine:
             run_item = self._item_runner(plan.item, services)
             spec = (inputs, plan.map_over, plan.map_mode)
             if self.map_executor == "threaded":
-                return map_threaded(self._pool("map"), run_item, *spec)
+                window = self._window()
+                return map_threaded(self._pool("map"), run_item, *spec, window, plan.n_items or 0)
             return map_items(run_item, *spec)
 
     def iter_map(
@@ -277,8 +279,14 @@ class HypernodesEngine:
         run_item = self._item_runner(plan.item, services)
         spec = (inputs, plan.map_over, plan.map_mode)
         if self.map_executor == "threaded":
-            return stream_threaded(self._pool("map"), run_item, *spec, 2 * self._workers())
+            return stream_threaded(self._pool("map"), run_item, *spec, self._window())
         return stream_items(run_item, *spec)
+
+    def _window(self) -> int:
+        """Items in flight on the threaded map executor: enough that waiting for the next
+        one to finish is rare (each wait costs tens of microseconds), few enough that a
+        long map holds a window of futures, not one per item."""
+        return max(_MIN_WINDOW, 4 * self._workers())
 
     def _workers(self) -> int:
         return self.max_workers or os.cpu_count() or 1

@@ -4,13 +4,14 @@ generations), and map items run on a thread pool."""
 from __future__ import annotations
 
 import contextvars
-from concurrent.futures import Executor, Future, wait
+from concurrent.futures import Executor, wait
+from typing import Any
 
 from ...context import run_in_branch
-from ...exceptions import ExecutionError
-from ...plan import RunPlan, iter_items
+from ...plan import RunPlan
 from ...runtime import NO_SERVICES, RunItem, Services, Values, item_runner, node_calls
 from .sequential import map_items
+from .streaming import stream_threaded
 
 
 def compile_threaded(plan: RunPlan, pool: Executor, services: Services = NO_SERVICES) -> RunItem:
@@ -38,21 +39,18 @@ def compile_threaded(plan: RunPlan, pool: Executor, services: Services = NO_SERV
 
 
 def map_threaded(
-    pool: Executor, run_item: RunItem, inputs: Values, map_over: tuple[str, ...], map_mode: str
+    pool: Executor,
+    run_item: RunItem,
+    inputs: Values,
+    map_over: tuple[str, ...],
+    map_mode: str,
+    window: int,
+    n_items: int,
 ) -> list[Values]:
-    """Run the items on `pool`; results in input order, an error names its item."""
-    futures: list[Future[Values]] = [
-        pool.submit(run_item, item, index)
-        for index, item in enumerate(iter_items(inputs, map_over, map_mode))
-    ]
-    results = []
-    try:
-        for index, future in enumerate(futures):
-            try:
-                results.append(future.result())
-            except ExecutionError as error:
-                raise error.located(index) from error.original
-    finally:
-        for future in futures:
-            future.cancel()  # items not started yet are dropped once one has failed
+    """Run the items on `pool`, at most `window` in flight (a future per item in flight,
+    not per item: a million items would hold a million futures); results in input order,
+    an error names its item."""
+    results: list[Any] = [None] * n_items
+    for index, outputs in stream_threaded(pool, run_item, inputs, map_over, map_mode, window):
+        results[index] = outputs
     return results
