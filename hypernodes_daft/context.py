@@ -8,17 +8,22 @@ map item index.
         where = current_node()   # NodeContext(node_name='slow', pipeline_path=('pipeline',),
         return x                 #             item_index=2)  (None outside a node)
 
-The map executors enter an item's scope around every item, and the node runtime marks
-the running node in it. The scope lives in a ContextVar: asyncio tasks and
-`copy_context().run` inherit it; the engines carry it into their worker threads and give
-concurrent branches of one item a scope of their own.
+It is read from the call stack, when asked: the node runtime's call (a frame registered
+with `node_frame`) holds the running node's context, an item runner's frame (registered
+with `item_frame`) the item's `index`. So running a node costs nothing for it: no object
+and no ContextVar per item or per call, which 10,000 async items in flight would turn
+into garbage-collector time. Where the stack cannot tell, a scope in a ContextVar does
+(asyncio tasks and `copy_context().run` inherit it): a worker thread or task running some
+nodes of an item (`run_in_branch`, `in_branch`), a Daft batch (`node_context`).
 """
 
 from __future__ import annotations
 
 import contextvars
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import CodeType
 from typing import Any
 
 __all__ = ["NodeContext", "current_item", "current_node", "item_scope", "node_context"]
@@ -34,10 +39,7 @@ class NodeContext:
 
 
 class Where:
-    """Where this thread or task is: the node running (None between nodes) and the map
-    item. One per item (or per concurrent branch of an item), changed in place as its nodes
-    run: setting a ContextVar per node call costs an allocation, which 10,000 async items
-    in flight turn into garbage-collector time."""
+    """A scope set where the call stack cannot tell: the node running and the map item."""
 
     __slots__ = ("node", "item")
 
@@ -50,46 +52,71 @@ CURRENT: contextvars.ContextVar[Where | None] = contextvars.ContextVar(
     "hypernodes_daft_where", default=None
 )
 
+_NODE_FRAMES: set[CodeType] = set()  # their frames' `self.context` is the running node
+_ITEM_FRAMES: set[CodeType] = set()  # their frames' `index` is the map item (None: a run)
+
+
+def node_frame(function: Any) -> None:
+    """Register `function` as a node call: while it runs, `self.context` is the node's."""
+    _NODE_FRAMES.add(function.__code__)
+
+
+def item_frame(function: Any) -> None:
+    """Register `function` as an item runner: while it runs, its `index` is the item's."""
+    _ITEM_FRAMES.add(function.__code__)
+
 
 def current_node() -> NodeContext | None:
     """The node call running in this thread or asyncio task, or None outside a node."""
     where = CURRENT.get()
-    if where is None or where.node is None:
-        return None
-    node = where.node
-    if where.item is None or node.item_index is not None:
+    node, item = _from_stack(sys._getframe(1), find_node=True)
+    if where is not None:
+        node = where.node or node
+        item = item if item is not None else where.item
+    if node is None or item is None or node.item_index is not None:
         return node
-    return NodeContext(node.node_name, node.pipeline_path, where.item)
+    return NodeContext(node.node_name, node.pipeline_path, item)
 
 
 def current_item() -> int | None:
     """The index of the map item being run here, or None outside a map item."""
-    where = CURRENT.get()
-    return None if where is None else where.item
+    _, item = _from_stack(sys._getframe(1), find_node=False)
+    if item is None:
+        where = CURRENT.get()
+        item = None if where is None else where.item
+    return item
 
 
-def branch() -> Where:
-    """A Where of its own for a concurrent branch of the current item (another thread or
-    task running some of its nodes), to be set in that branch: `CURRENT.set(branch())`."""
-    where = CURRENT.get()
-    return Where(None, None if where is None else where.item)
+def _from_stack(frame: Any, find_node: bool) -> tuple[NodeContext | None, int | None]:
+    """The innermost node call and map item on the stack from `frame` outward (a nested
+    pipeline's item is inside its outer item: the innermost is the one running)."""
+    node = None
+    while frame is not None:
+        code = frame.f_code
+        if find_node and node is None and code in _NODE_FRAMES:
+            node = frame.f_locals["self"].context
+        elif code in _ITEM_FRAMES:
+            index = frame.f_locals.get("index")
+            if index is not None:
+                return node, index
+        frame = frame.f_back
+    return node, None
 
 
-def run_in_branch(func: Any, *args: Any) -> Any:
-    """`func(*args)` in a scope of its own: for a concurrent branch of an item, called
-    inside a copied context (`pool.submit(copy_context().run, run_in_branch, f, x)`)."""
-    CURRENT.set(branch())
+def run_in_branch(item: int | None, func: Any, *args: Any) -> Any:
+    """`func(*args)` for map item `item` in a thread of its own (a concurrent branch of the
+    item: `pool.submit(copy_context().run, run_in_branch, current_item(), f, x)`)."""
+    CURRENT.set(Where(None, item))
     return func(*args)
 
 
-async def in_branch(awaitable: Any) -> Any:
+async def in_branch(awaitable: Any, item: int | None) -> Any:
     """`run_in_branch` for a coroutine run as a task of its own (gather)."""
-    CURRENT.set(branch())
+    CURRENT.set(Where(None, item))
     return await awaitable
 
 
 class _Scope:
-    # a class rather than @contextmanager: entered once per item, so keep it cheap
     __slots__ = ("_where", "_token")
 
     def __init__(self, where: Where) -> None:

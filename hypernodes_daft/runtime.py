@@ -21,7 +21,7 @@ from ._limits import limit_calls, rate_limited
 from ._loop import run_coroutine
 from ._retries import with_breaker, with_retries, with_timeout
 from .cache import InFlight, key_or_none, lineages, lookup
-from .context import CURRENT, NodeContext, Where, item_scope
+from .context import NodeContext, item_frame, node_frame
 from .exceptions import ExecutionError, summarize_inputs, wrap_error
 from .plan import NestedPlan, RunPlan, Step, check_map_inputs
 from .results import failed_outputs
@@ -98,11 +98,7 @@ class NodeCall:
         self.is_async = step.is_async
 
     def __call__(self, values: Values) -> None:
-        where = CURRENT.get()
-        if where is None:  # a run outside any map item: a scope for this call
-            with item_scope(None):
-                return self(values)
-        previous, where.node = where.node, self.context  # what current_node() reads
+        # current_node() finds this frame on the stack (context.node_frame): nothing to set
         key = None  # set while this call computes `key` for the identical calls waiting
         try:
             started = 0.0
@@ -117,7 +113,7 @@ class NodeCall:
                     key = found
                 started = self._started(values)
             try:
-                result = self.func(**{a: values[a] for a in self.args})
+                result = self.func(**self._arguments(values))
                 if self.is_async:
                     result = run_coroutine(result)
                 self._store(values, result)
@@ -127,17 +123,11 @@ class NodeCall:
             if self.observed:
                 self._finished(result, started, key)
         finally:
-            where.node = previous
             self._finish(key, error=_ABANDONED)  # interrupted: the waiting calls go on
 
     async def acall(self, values: Values) -> None:
         """Call from a coroutine, awaiting an async node natively. (The async executor runs
         sync nodes off the loop itself, in worker threads.)"""
-        where = CURRENT.get()
-        if where is None:
-            with item_scope(None):
-                return await self.acall(values)
-        previous, where.node = where.node, self.context
         key = None
         try:
             started = 0.0
@@ -154,7 +144,7 @@ class NodeCall:
                     key = found
                 started = self._started(values)
             try:
-                result = self.func(**{a: values[a] for a in self.args})
+                result = self.func(**self._arguments(values))
                 if self.is_async:
                     result = await result
                 self._store(values, result)
@@ -164,7 +154,6 @@ class NodeCall:
             if self.observed:
                 self._finished(result, started, key)
         finally:
-            where.node = previous
             self._finish(key, error=_ABANDONED)
 
     def _started(self, values: Values) -> float:
@@ -195,7 +184,12 @@ class NodeCall:
             self.events.node_cached(self.label, key)
 
     def _key(self, values: Values) -> str | None:
-        return key_or_none(self.label, self.lineage, {a: values[a] for a in self.args})
+        return key_or_none(self.label, self.lineage, self._arguments(values))
+
+    def _arguments(self, values: Values) -> Values:
+        # a method, not a comprehension in the call: a comprehension would make `values` a
+        # closure cell of the (async) call's frame, an object per call held while it waits
+        return {a: values[a] for a in self.args}
 
     def _restore(self, key: str, values: Values) -> bool:
         found, result = lookup(self.cache, key)
@@ -222,6 +216,10 @@ class NodeCall:
             self.events.node_error(self.label, error)
         kwargs = {a: values[a] for a in self.args if a in values}
         return wrap_error(error, self.label, summarize_inputs(kwargs), None, self.on_error)
+
+
+node_frame(NodeCall.__call__)
+node_frame(NodeCall.acall)
 
 
 class NestedCall:
@@ -338,20 +336,16 @@ def item_runner(
     nested one), a failure under on_error "skip"/"collect" becomes the item's result."""
 
     def indexed(values: Values, index: int | None = None) -> Values:
-        token = None if index is None else CURRENT.set(Where(None, index))
+        started = 0.0 if events is None else events.item_start(index, values)
         try:
-            started = 0.0 if events is None else events.item_start(index, values)
-            try:
-                outputs = run(values)
-            except ExecutionError as error:
-                outputs = settled(error, index, settles)
-            if events is not None:
-                events.item_end(index, outputs, started)
-            return outputs
-        finally:
-            if token is not None:
-                CURRENT.reset(token)
+            outputs = run(values)
+        except ExecutionError as error:
+            outputs = settled(error, index, settles)
+        if events is not None:
+            events.item_end(index, outputs, started)
+        return outputs
 
+    item_frame(indexed)  # its `index` is what current_item() reads
     return indexed
 
 
@@ -382,7 +376,7 @@ def aitem_runner(
     arun: Callable[..., Awaitable[Values]], events: Events
 ) -> Callable[..., Awaitable[Values]]:
     """`item_runner` for the async executor's item coroutine `arun(values, index)` (which
-    enters the item's scope and settles failures itself), with callbacks."""
+    settles failures itself), with callbacks."""
 
     async def indexed(values: Values, index: int | None = None) -> Values:
         started = events.item_start(index, values)
@@ -390,6 +384,7 @@ def aitem_runner(
         events.item_end(index, outputs, started)
         return outputs
 
+    item_frame(indexed)
     return indexed
 
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
-from ...context import CURRENT, Where, in_branch
+from ...context import CURRENT, Where, current_item, in_branch, item_frame
 from ...exceptions import ExecutionError
 from ...plan import RunPlan, iter_items
 from ...runtime import (
@@ -64,9 +64,12 @@ class _SyncChain:
             if self(values) > self._OFFLOAD_ABOVE:
                 self.inline, self.pinned = False, True
             return
-        # in a copy of this task's context: the nodes see the item they run for
-        run = contextvars.copy_context().run
-        took = await asyncio.get_running_loop().run_in_executor(self.threads, run, self, values)
+        # in a copy of this task's context, told the item (the thread's stack does not
+        # hold the item runner): the nodes see the item they run for
+        context = contextvars.copy_context()
+        context.run(CURRENT.set, Where(None, current_item()))
+        loop = asyncio.get_running_loop()
+        took = await loop.run_in_executor(self.threads, context.run, self, values)
         if not self.pinned:
             if took < self._INLINE_BELOW:
                 self.quick += 1
@@ -103,23 +106,39 @@ def compile_arun(
         levels = [[segment] for segment in _segments(calls, threads, chain=True)]
     outputs = plan.outputs
     settles = services.top
+    n_levels = len(levels)
 
     async def arun(values: Values, index: int | None = None) -> Values:
-        if index is not None:
-            # each item runs in a task of its own (or a map worker's task, item after item):
-            # no reset needed, and no wrapper coroutine per item (10,000 in flight add up)
-            CURRENT.set(Where(None, index))
+        # Nodes find `index` in this frame (context.item_frame). Nothing is made per item
+        # that lives while it waits, beyond what `gather` makes: no scope, no wrapper
+        # coroutine, no closure cell (comprehensions live in helpers), no list iterator
+        # (an index walks the levels): 10,000 items in flight turn each such object into
+        # garbage-collector time.
         try:
-            for level in levels:
+            at = 0
+            while at < n_levels:
+                level = levels[at]
+                at += 1
                 if len(level) == 1:
                     await level[0].acall(values)
                 else:
-                    await _gather_in_order([in_branch(s.acall(values)) for s in level])
+                    await _gather_in_order(_branches(level, values))
         except ExecutionError as error:
             return settled(error, index, settles)
-        return {name: values[name] for name in outputs}
+        return _picked(values, outputs)
 
+    item_frame(arun)
     return arun if services.events is None else aitem_runner(arun, services.events)
+
+
+def _branches(level: list[Any], values: Values) -> list[Any]:
+    """The segments of one level as branches of the running item, each a task of its own."""
+    item = current_item()
+    return [in_branch(segment.acall(values), item) for segment in level]
+
+
+def _picked(values: Values, names: tuple[str, ...]) -> Values:
+    return {name: values[name] for name in names}
 
 
 def _segments(calls: list[Any], threads: Executor | None, chain: bool) -> list[Any]:

@@ -7,7 +7,7 @@ import contextvars
 from concurrent.futures import Executor, wait
 from typing import Any
 
-from ...context import run_in_branch
+from ...context import current_item, run_in_branch
 from ...plan import RunPlan
 from ...runtime import NO_SERVICES, RunItem, Services, Values, item_runner, node_calls
 from .sequential import map_items
@@ -25,9 +25,10 @@ def compile_threaded(plan: RunPlan, pool: Executor, services: Services = NO_SERV
             if len(level) == 1:
                 level[0](values)
                 continue
-            # each in a scope of its own, in a copy of this context: nodes see their item
+            # each in a copy of this context, told the item: nodes see their item
+            item = current_item()
             futures = [
-                pool.submit(contextvars.copy_context().run, run_in_branch, call, values)
+                pool.submit(contextvars.copy_context().run, run_in_branch, item, call, values)
                 for call in level
             ]
             wait(futures)
