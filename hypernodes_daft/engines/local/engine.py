@@ -88,7 +88,7 @@ class HypernodesEngine:
             "map": map_executor if isinstance(map_executor, Executor) else None,
         }
         self._owned: dict[str, Executor] = {}
-        self._async_runners: dict[int, tuple[RunPlan, Services, ARunItem]] = {}
+        self._runners: dict[tuple[str, int], tuple[RunPlan, Services, Any]] = {}
 
     # -- the Engine protocol -----------------------------------------------------------------
     # `cache` and `callbacks` come from the pipeline (`Pipeline(cache=..., callbacks=...)`):
@@ -191,7 +191,7 @@ class HypernodesEngine:
     def shutdown(self) -> None:
         """Stop the thread and process pools this engine started (not ones it was given)."""
         owned, self._owned = self._owned, {}
-        self._async_runners.clear()  # they hold the io pool being shut down
+        self._runners.clear()  # they hold the pools being shut down
         for pool in owned.values():
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -228,28 +228,39 @@ class HypernodesEngine:
 
     def _item_runner(self, plan: RunPlan, services: Services) -> RunItem:
         """A synchronous function running one item with the node executor."""
-        if self.node_executor == "threaded":
-            return compile_threaded(plan, self._pool("node"), services)
         if self.node_executor == "async":
             arun = self._async_runner(plan, services)
             return lambda values, index=None: run_coroutine(arun(values, index))
+        return self._kept("sync", plan, services, self._compile_sync)
+
+    def _compile_sync(self, plan: RunPlan, services: Services) -> RunItem:
+        if self.node_executor == "threaded":
+            return compile_threaded(plan, self._pool("node"), services)
         return compile_run(plan, services)
 
     def _async_runner(self, plan: RunPlan, services: Services) -> ARunItem:
-        """Kept per plan (for the engine's own services), so what the runner learned (which
-        sync nodes are quick enough to run on the loop) carries over to the next call."""
-        kept = self._async_runners.get(id(plan))
-        own = services is self.services or services is self._grouping
-        if own and kept is not None and kept[0] is plan and kept[1] is services:
-            return kept[2]
+        """Kept per plan, so what the runner learned (which sync nodes are quick enough to
+        run on the loop) carries over to the next call."""
+        return self._kept("async", plan, services, self._compile_async)
+
+    def _compile_async(self, plan: RunPlan, services: Services) -> ARunItem:
         concurrent_nodes = self.node_executor != "sequential"
-        runner = compile_arun(
+        return compile_arun(
             plan, concurrent_nodes, self._pool("io"), self.max_concurrency, services
         )
+
+    def _kept(self, kind: str, plan: RunPlan, services: Services, compile: Any) -> Any:
+        """`compile(plan, services)`, kept per plan for the engine's own services (a
+        `run()` per item would otherwise compile its plan every time: 3 us a node)."""
+        own = services is self.services or services is self._grouping
+        kept = self._runners.get((kind, id(plan)))
+        if own and kept is not None and kept[0] is plan and kept[1] is services:
+            return kept[2]
+        runner = compile(plan, services)
         if own:
-            if len(self._async_runners) >= _KEPT_RUNNERS:
-                self._async_runners.clear()
-            self._async_runners[id(plan)] = (plan, services, runner)
+            if len(self._runners) >= _KEPT_RUNNERS:
+                self._runners.clear()
+            self._runners[(kind, id(plan))] = (plan, services, runner)
         return runner
 
     async def _amap(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
