@@ -224,11 +224,11 @@ class _LocalWriter:
         import pyarrow as pa
 
         from .engines.daft.types import ERROR_TYPE
-        from .results import ERROR_FIELD, error_of
+        from .results import ERROR_FIELD, error_of, skipped
         from .runtime import may_settle
 
         results = self.engine.map(plan, inputs, cache, callbacks, on_error)
-        kept = [i for i, r in enumerate(results) if getattr(error_of(r), "on_error", "") != "skip"]
+        kept = [i for i, result in enumerate(results) if not skipped(result)]
         rows = [results[i] for i in kept]
         columns = {name: [inputs[name][i] for i in kept] for name in plan.map_over}
         columns.update({name: [row.get(name) for row in rows] for name in plan.item.outputs})

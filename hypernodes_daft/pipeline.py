@@ -35,7 +35,7 @@ from .plan import (
     product_order,
     requested_outputs,
 )
-from .results import ERROR_FIELD, MapResults, check_on_error, error_of
+from .results import MapResults, check_on_error, skipped
 
 _PLAN_CACHE_SIZE = 64
 
@@ -408,20 +408,15 @@ class _MapSource:
         )
 
 
-def _skipped(outputs: Any) -> bool:
-    record = error_of(outputs) if ERROR_FIELD in outputs else None
-    return record is not None and record.on_error == "skip"
-
-
 def _without_skipped(stream: Iterator[Any]) -> Iterator[tuple[int, dict[str, Any]]]:
-    return ((i, outputs) for i, outputs in stream if not _skipped(outputs))
+    return ((i, outputs) for i, outputs in stream if not skipped(outputs))
 
 
 async def _awithout_skipped(
     stream: AsyncIterator[Any],
 ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
     async for index, outputs in stream:
-        if not _skipped(outputs):
+        if not skipped(outputs):
             yield index, outputs
 
 

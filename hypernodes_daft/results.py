@@ -125,7 +125,7 @@ class MapResults(list):  # type: ignore[type-arg]
     ):
         entries = list(items)
         self.errors: list[ErrorRecord] = [r for r in map(error_of, entries) if r is not None]
-        super().__init__(e for e in entries if _kept(e))
+        super().__init__(e for e in entries if not skipped(e))
         self._entries = entries  # every item, failed ones as error dicts
         self._source = source
 
@@ -156,9 +156,10 @@ class MapResults(list):  # type: ignore[type-arg]
         return [i for i, e in enumerate(self._entries) if error_of(e) is not None]
 
 
-def _kept(entry: dict[str, Any]) -> bool:
-    record = error_of(entry)
-    return record is None or record.on_error != "skip"
+def skipped(outputs: dict[str, Any]) -> bool:
+    """Whether an item's result is the record of a failure under on_error "skip"."""
+    record = error_of(outputs)
+    return record is not None and record.on_error == "skip"
 
 
 def _reindexed(entry: dict[str, Any], index: int) -> dict[str, Any]:
