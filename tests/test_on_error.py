@@ -160,6 +160,35 @@ def test_a_failure_over_shared_inputs_fails_every_item(engine: Any) -> None:
     assert [r.index for r in results.errors] == [0, 1, 2]
 
 
+def test_a_nested_failure_over_the_inner_pipelines_bound_inputs_fails_every_item(
+    engine: Any,
+) -> None:
+    @node(output_name="rate")
+    def rate_of(scale: int) -> float:
+        return 1 / scale  # reads only the inner pipeline's bound input: runs once on Daft
+
+    @node(output_name="scaled")
+    def apply(x: int, rate: float) -> float:
+        return x * rate
+
+    inner = Pipeline(nodes=[rate_of, apply], name="scaling").bind(scale=0)
+    once = Pipeline(nodes=[inner.as_node()])
+    results = once.map(inputs={"x": [1, 2]}, map_over="x", engine=engine, on_error="collect")
+    assert [(r.index, r.path) for r in results.errors] == [(0, "scaling.rate_of")] + [
+        (1, "scaling.rate_of")
+    ]
+    per_x = inner.as_node(
+        input_mapping={"xs": "x"}, output_mapping={"scaled": "all"}, map_over="xs"
+    )
+    mapped = Pipeline(nodes=[per_x])
+    results = mapped.map(
+        inputs={"xs": [[1, 2], [3]]}, map_over="xs", engine=engine, on_error="collect"
+    )
+    assert [(r.index, r.path) for r in results.errors] == [(0, "scaling[0].rate_of")] + [
+        (1, "scaling[0].rate_of")
+    ]
+
+
 def test_attempts_count_the_retries() -> None:
     @node(output_name="y", retries=2, backoff=0.001)
     def always_fails(x: int) -> int:

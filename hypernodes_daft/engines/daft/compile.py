@@ -38,34 +38,43 @@ Names = dict[str, Any]  # value name -> column name (str) or Const
 
 
 def build(
-    frame: daft.DataFrame, plan: RunPlan, names: Names, setup: Setup, prefix: str = ""
+    frame: daft.DataFrame,
+    plan: RunPlan,
+    names: Names,
+    setup: Setup,
+    prefix: str = "",
+    within: tuple[str, ...] = (),
 ) -> daft.DataFrame:
-    """Add the columns of `plan`'s outputs to `frame`; `names` gains where each output is."""
+    """Add the columns of `plan`'s outputs to `frame`; `names` gains where each output is.
+    `within`: the labels of the nested steps `plan` is inlined for (errors name them)."""
     constants = {name for name, ref in names.items() if isinstance(ref, Const)}
     groups = plan_groups(plan, constants)
     keys = setup.lineages(plan)
     for index, group in enumerate(groups):
         needed = set(plan.outputs).union(*(s.args for g in groups[index + 1 :] for s in g.steps))
         if group.kind == "driver":
-            frame = _run_on_driver(frame, group.steps[0], names, setup)
+            frame = _run_on_driver(frame, group.steps[0], names, setup, within)
         elif group.kind == "nested":
             step = group.steps[0]
             inner_prefix = f"{prefix}{step.label}#{index}."
-            frame = _inline_nested(frame, step, names, setup, inner_prefix)
+            frame = _inline_nested(frame, step, names, setup, inner_prefix, within)
         else:
             frame = _add_function(frame, group, names, needed, setup, prefix, keys)
     return frame
 
 
-def _run_on_driver(frame: daft.DataFrame, step: Step, names: Names, setup: Setup) -> daft.DataFrame:
+def _run_on_driver(
+    frame: daft.DataFrame, step: Step, names: Names, setup: Setup, within: tuple[str, ...]
+) -> daft.DataFrame:
     """Run a step that reads only constants, now; its outputs become constants. If it fails
     under on_error "skip"/"collect", every row fails with it (as on the local engines)."""
     known = {a: names[a].value for a in step.args}
     try:
         outputs = run_on_driver(step, known, setup.services)
-    except ExecutionError as error:
+    except ExecutionError as failure:
+        error = failure.located(*within) if within else failure
         if not setup.tolerant or error.on_error == "raise":
-            raise
+            raise error from failure.original
         outputs = dict.fromkeys(step.outputs)
         record = daft.lit(ErrorRecord.of(error).as_row()).cast(ERROR_TYPE)
         frame = frame.with_column(ERROR, daft.functions.coalesce(col(ERROR), record))
@@ -104,13 +113,18 @@ def constant_column(value: Any, rows: daft.Expression) -> daft.Expression:
 
 
 def _inline_nested(
-    frame: daft.DataFrame, step: Step, names: Names, setup: Setup, prefix: str
+    frame: daft.DataFrame,
+    step: Step,
+    names: Names,
+    setup: Setup,
+    prefix: str,
+    within: tuple[str, ...],
 ) -> daft.DataFrame:
     nested = step.nested
     assert nested is not None
     inner: Names = {name: Const(value) for name, value in nested.bound.items()}
     inner.update({inner_name: names[outer] for outer, inner_name in nested.rename_in})
-    frame = build(frame, nested.item, inner, setup, prefix)
+    frame = build(frame, nested.item, inner, setup, prefix, (*within, step.label))
     names.update({outer: inner[inner_name] for inner_name, outer in nested.rename_out})
     return frame
 

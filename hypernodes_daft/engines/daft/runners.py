@@ -501,25 +501,43 @@ class ListBatchNode:
 
 
 class PlanRunner:
-    """A whole (inner) plan over columns."""
+    """A whole (inner) plan over columns. Its steps that read only constants run now; if
+    one fails under on_error "skip"/"collect", every row fails with it (`failure`)."""
 
     def __init__(self, plan: RunPlan, constants: dict[str, Any], setup: Setup):
         self.constants = dict(constants)
         self.runners: list[Any] = []
+        self.failure: ExecutionError | None = None
         keys = setup.lineages(plan)
         for group in plan_groups(plan, set(self.constants)):
             if group.kind == "driver":
-                outputs = run_on_driver(group.steps[0], self.constants, setup.services)
-                self.constants.update(outputs)
+                self.constants.update(self._on_driver(group.steps[0], setup))
             else:
                 self.runners.append(make_runner(group, self.constants, setup, keys))
         self.is_async = any(r.is_async for r in self.runners)
 
+    def _on_driver(self, step: Step, setup: Setup) -> dict[str, Any]:
+        try:
+            return run_on_driver(step, self.constants, setup.services)
+        except ExecutionError as error:
+            if not setup.tolerant or error.on_error == "raise":
+                raise
+            self.failure = self.failure or error
+            return dict.fromkeys(step.outputs)
+
     def compute(self, columns: Columns, n_rows: int) -> None:
+        self._fail_rows(columns, n_rows)
         for runner in self.runners:
             runner.compute(columns, n_rows)
 
+    def _fail_rows(self, columns: Columns, n_rows: int) -> None:
+        if self.failure is not None:
+            errors = columns[ERROR]
+            for row in range(n_rows):
+                errors[row] = errors[row] or self.failure
+
     async def acompute(self, columns: Columns, n_rows: int) -> None:
+        self._fail_rows(columns, n_rows)
         for runner in self.runners:
             if runner.is_async:
                 await runner.acompute(columns, n_rows)
