@@ -1025,3 +1025,65 @@ def test_numpy_array_hint_becomes_a_tensor_column_and_round_trips():
     for got, want in zip(daft_rows, local_rows, strict=True):
         assert got["vector"].dtype == np.float32
         np.testing.assert_array_equal(got["vector"], want["vector"])
+
+
+def test_identical_calls_of_concurrent_batches_are_made_once():
+    """Two batches of one async node awaited together on one loop, as Daft runs a worker's
+    async batches: a call one batch is making (same cache key) is waited for by the other,
+    not made again; each batch gets every row's result."""
+    from hypernodes_daft import MemoryCache
+    from hypernodes_daft.engines.daft.groups import plan_groups
+    from hypernodes_daft.engines.daft.runners import Setup, make_runner
+    from hypernodes_daft.runtime import Services
+
+    calls = []
+
+    @node(output_name="y")
+    async def slow_double(x: int) -> int:
+        calls.append(x)
+        await asyncio.sleep(0.05)
+        return 2 * x
+
+    plan = Pipeline(nodes=[slow_double]).plan(inputs={"x": [1]}, map_over="x").item
+    setup = Setup(services=Services(cache=MemoryCache()))
+    (group,) = plan_groups(plan, set())
+    runner = make_runner(group, {}, setup, setup.lineages(plan))
+    first, second = {"x": [1, 2, 3]}, {"x": [3, 2, 4]}
+
+    async def both() -> None:
+        await asyncio.gather(runner.acompute(first, 3), runner.acompute(second, 3))
+
+    asyncio.run(both())
+    assert first["y"] == [2, 4, 6] and second["y"] == [6, 4, 8]
+    assert sorted(calls) == [1, 2, 3, 4]
+
+
+def test_a_call_failing_in_one_batch_fails_the_rows_waiting_for_it_in_another():
+    from hypernodes_daft import MemoryCache
+    from hypernodes_daft.engines.daft.groups import plan_groups
+    from hypernodes_daft.engines.daft.runners import ERROR, Setup, make_runner
+    from hypernodes_daft.runtime import Services
+
+    calls = []
+
+    @node(output_name="y")
+    async def slow_inverse(x: int) -> float:
+        calls.append(x)
+        await asyncio.sleep(0.05)
+        return 1 / x
+
+    plan = Pipeline(nodes=[slow_inverse]).plan(inputs={"x": [1]}, map_over="x").item
+    services = Services(cache=MemoryCache(), on_error="collect")
+    setup = Setup(services=services, on_error="collect", tolerant=True)
+    (group,) = plan_groups(plan, set())
+    runner = make_runner(group, {}, setup, setup.lineages(plan))
+    first, second = {"x": [0, 1], ERROR: [None, None]}, {"x": [2, 0], ERROR: [None, None]}
+
+    async def both() -> None:
+        await asyncio.gather(runner.acompute(first, 2), runner.acompute(second, 2))
+
+    asyncio.run(both())
+    assert sorted(calls) == [0, 1, 2]  # x=0 once, though both batches have it
+    assert first["y"][1] == 1.0 and second["y"][0] == 0.5
+    for failed in (first[ERROR][0], second[ERROR][1]):
+        assert isinstance(failed.original, ZeroDivisionError) and failed.inputs == "x=0"

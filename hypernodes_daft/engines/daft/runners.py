@@ -30,7 +30,7 @@ from typing import Any
 from ..._batch import as_argument, as_values
 from ..._batching import split
 from ..._limits import ClusterLimit, LoopSlots
-from ...cache import key_or_none, lineages, lookup
+from ...cache import InFlight, key_or_none, lineages, lookup
 from ...context import node_context
 from ...exceptions import ExecutionError, summarize_inputs, wrap_error
 from ...plan import RunPlan, Step, check_map_inputs
@@ -91,6 +91,7 @@ class _Call:
         if isinstance(bound, ClusterLimit):
             bound = min(bound.limit, setup.limit)
         self.threads: int | None = bound if not step.is_async and bound and bound > 1 else None
+        self.inflight = InFlight()  # keys computed by a batch now, for the others
         self._pool: ThreadPoolExecutor | None = None
 
     def pool(self) -> ThreadPoolExecutor:
@@ -290,7 +291,10 @@ class AsyncNode:
     in this process (Daft runs a worker's async batches on one event loop, concurrently).
 
     A batch that fits takes its slots at once. A node with retries takes a slot per
-    attempt instead (`per_attempt`, inside its call), so a backoff wait holds none.
+    attempt instead (`per_attempt`, inside its call), so a backoff wait holds none. With a
+    cache, a row whose call another batch is making (same key) waits for its outcome; the
+    batch's own calls are handed to such waiters before it waits itself, so two batches
+    waiting on each other both go on.
     """
 
     is_async = True
@@ -310,10 +314,55 @@ class AsyncNode:
             call.store(columns, await self._rows(columns, n_rows, errors, None))
             call.reported(n_rows, 0, started, failures(errors) - before)
             return
-        subset = call.subset(columns, todo.rows)
-        computed = await self._rows(subset, len(todo.rows), errors, todo.rows)
+        waiting = self._join(todo)
+        try:
+            subset = call.subset(columns, todo.rows)
+            computed = await self._rows(subset, len(todo.rows), errors, todo.rows)
+            self._hand_over(todo, computed, errors)
+        finally:
+            for row in todo.rows:  # interrupted: the batches waiting go on (no-op when done)
+                call.inflight.finish(todo.keys[row], error=_INTERRUPTED)
+        if waiting:
+            await self._wait(columns, todo, waiting, errors)
         call.complete(columns, todo, computed)
         call.reported_todo(todo, started, failures(errors) - before)
+
+    def _join(self, todo: _Todo) -> dict[int, Any]:
+        """Take out of `todo` the rows whose call another batch is making: row -> its
+        outcome's future. The rows left to compute announce theirs."""
+        waiting, computing = {}, []
+        for row in todo.rows:
+            key = todo.keys[row]
+            running = None if key is None else self.call.inflight.join(key)
+            if running is None:
+                computing.append(row)
+            else:
+                waiting[row] = running
+        todo.rows = computing
+        return waiting
+
+    def _hand_over(self, todo: _Todo, computed: list[Any], errors: Errors) -> None:
+        """Each computed row's outcome, to the batches waiting for its key."""
+        for row, result in zip(todo.rows, computed, strict=True):
+            failed = None if errors is None else errors[row]
+            if failed is None:
+                self.call.inflight.finish(todo.keys[row], result)
+            else:
+                self.call.inflight.finish(todo.keys[row], error=failed.original)
+
+    async def _wait(
+        self, columns: Columns, todo: _Todo, waiting: dict[int, Any], errors: Errors
+    ) -> None:
+        """The outcomes of the rows another batch computed: a hit each, or its failure."""
+        shared = {row: asyncio.wrap_future(future) for row, future in waiting.items()}
+        await asyncio.wait(shared.values())
+        for row, outcome in shared.items():
+            error = outcome.exception()
+            if error is None:
+                todo.results[row] = outcome.result()
+                todo.cached += 1
+            else:
+                self.call.fail(error, self.call.subset(columns, [row]), 0, errors, row)
 
     async def _rows(
         self, columns: Columns, n_rows: int, errors: Errors, rows: list[int] | None
@@ -716,6 +765,9 @@ def run_on_driver(step: Step, constants: dict[str, Any], services: Services) -> 
     values = {a: constants[a] for a in step.args}
     call(values)
     return {name: values[name] for name in step.outputs}
+
+
+_INTERRUPTED = RuntimeError("the batch computing this call was interrupted")
 
 
 def failures(errors: Errors) -> int:
