@@ -625,7 +625,8 @@ class ProgressCallback(PipelineCallback):
                 s.sub_bars.pop(node).close()
 
     def _close_sub_bar(self, node_id: str) -> None:
-        # the runtime fires node_end inside node_context, so this finds the finished call
+        # node_end fires inside the node's call (or its Daft batch's node_context), so
+        # this finds the finished call
         node = current_node()
         if node is None or node.node_name != node_id:
             return

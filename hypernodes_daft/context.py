@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
-__all__ = ["NodeContext", "current_item", "current_node", "item_scope", "node_context"]
+__all__ = ["NodeContext", "current_item", "current_node", "node_context"]
 
 
 @dataclass(frozen=True)
@@ -136,9 +136,3 @@ def node_context(
 ) -> _Scope:
     """`with node_context("embed", ("outer",), 3): ...` makes `current_node()` see it."""
     return _Scope(Where(NodeContext(node_name, tuple(pipeline_path), item_index), item_index))
-
-
-def item_scope(index: int | None) -> _Scope:
-    """`with item_scope(3): ...`: the nodes called inside run for map item 3 (None: for
-    no map item)."""
-    return _Scope(Where(None, index))

@@ -113,9 +113,7 @@ class Pipeline:
         call = self._map_call(inputs, map_over, map_mode, output_name, engine)
         engine, plan, values = call
         results = engine.map(plan, values, **self._options(on_error))
-        if not isinstance(results, list):  # a lazy frame (DaftEngine(collect=False))
-            return results
-        return MapResults(results, _MapSource(self, call, output_name, on_error))
+        return self._map_results(results, call, output_name, on_error)
 
     def iter_map(
         self,
@@ -177,9 +175,7 @@ class Pipeline:
         call = self._map_call(inputs, map_over, map_mode, output_name, engine)
         engine, plan, values = call
         results = await engine.amap(plan, values, **self._options(on_error))
-        if not isinstance(results, list):
-            return results
-        return MapResults(results, _MapSource(self, call, output_name, on_error))
+        return self._map_results(results, call, output_name, on_error)
 
     def plan(
         self,
@@ -274,6 +270,19 @@ class Pipeline:
         if self.cache is not None or self.callbacks:
             options.update(cache=self.cache, callbacks=self.callbacks)
         return options
+
+    def _map_results(
+        self,
+        results: Any,
+        call: tuple[Any, MapPlan, dict[str, Any]],
+        output_name: Any,
+        on_error: str,
+    ) -> Any:
+        """An engine's map results as MapResults, which can re-run their failed items
+        (a lazy frame, from DaftEngine(collect=False), as it is)."""
+        if not isinstance(results, list):
+            return results
+        return MapResults(results, _MapSource(self, call, output_name, on_error))
 
     def _merged(self, inputs: Any) -> dict[str, Any]:
         if inputs is not None and not isinstance(inputs, dict):

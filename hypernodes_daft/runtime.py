@@ -24,7 +24,7 @@ from .cache import InFlight, key_or_none, lineages, lookup
 from .context import NodeContext, item_frame, node_frame
 from .exceptions import ExecutionError, summarize_inputs, wrap_error
 from .plan import NestedPlan, RunPlan, Step, check_map_inputs
-from .results import failed_outputs
+from .results import failed_outputs, policy
 
 Values = dict[str, Any]
 RunItem = Callable[..., Values]  # (values, index=None) -> outputs: see item_runner
@@ -82,7 +82,7 @@ class NodeCall:
         self.cache = services.cache if cached else None
         self.inflight = InFlight()
         self.observed = self.cache is not None or self.events is not None  # else: just call
-        self.on_error = getattr(step.node, "on_error", None) or services.on_error
+        self.on_error = policy(step.node, services.on_error)
         self.lineage = lineage
         self.func = step.node.func
         if getattr(step.node, "batch", False):
@@ -367,7 +367,7 @@ def may_settle(plan: RunPlan, on_error: str) -> bool:
         if step.nested is not None:
             if may_settle(step.nested.item, on_error):
                 return True
-        elif (getattr(step.node, "on_error", None) or on_error) != "raise":
+        elif policy(step.node, on_error) != "raise":
             return True
     return False
 

@@ -18,7 +18,6 @@ from typing import Any
 import daft
 from daft import DataType, col
 
-from ...exceptions import ExecutionError
 from ...plan import RunPlan, Step
 from ...results import ErrorRecord
 from .groups import Group, plan_groups
@@ -69,14 +68,9 @@ def _run_on_driver(
     """Run a step that reads only constants, now; its outputs become constants. If it fails
     under on_error "skip"/"collect", every row fails with it (as on the local engines)."""
     known = {a: names[a].value for a in step.args}
-    try:
-        outputs = run_on_driver(step, known, setup.services)
-    except ExecutionError as failure:
-        error = failure.located(*within) if within else failure
-        if not setup.tolerant or error.on_error == "raise":
-            raise error from failure.original
-        outputs = dict.fromkeys(step.outputs)
-        record = daft.lit(ErrorRecord.of(error).as_row()).cast(ERROR_TYPE)
+    outputs, failure = run_on_driver(step, known, setup, within)
+    if failure is not None:
+        record = daft.lit(ErrorRecord.of(failure).as_row()).cast(ERROR_TYPE)
         frame = frame.with_column(ERROR, daft.functions.coalesce(col(ERROR), record))
     names.update({k: Const(v) for k, v in outputs.items()})
     return frame

@@ -34,7 +34,7 @@ from ...cache import InFlight, key_or_none, lineages, lookup
 from ...context import node_context
 from ...exceptions import ExecutionError, summarize_inputs, wrap_error
 from ...plan import RunPlan, Step, check_map_inputs
-from ...results import ERROR_FIELD
+from ...results import ERROR_FIELD, policy
 from ...runtime import NO_SERVICES, Services, node_calls, resilient
 from ..local.sequential import compile_run, map_items
 from .groups import Group, plan_groups
@@ -79,7 +79,7 @@ class _Call:
         cached = services.cache is not None and getattr(step.node, "cache", True)
         self.cache = services.cache if cached else None
         self.lineage = lineage
-        self.on_error = getattr(step.node, "on_error", None) or setup.on_error
+        self.on_error = policy(step.node, setup.on_error)
         # the async bound is the AsyncNode's (per batch), unless `slots` bound each attempt
         self.retried = itertools.count()  # next() is atomic: threads and tasks share it
         self._reported_retries = 0
@@ -560,19 +560,12 @@ class PlanRunner:
         keys = setup.lineages(plan)
         for group in plan_groups(plan, set(self.constants)):
             if group.kind == "driver":
-                self.constants.update(self._on_driver(group.steps[0], setup))
+                outputs, failure = run_on_driver(group.steps[0], self.constants, setup)
+                self.failure = self.failure or failure
+                self.constants.update(outputs)
             else:
                 self.runners.append(make_runner(group, self.constants, setup, keys))
         self.is_async = any(r.is_async for r in self.runners)
-
-    def _on_driver(self, step: Step, setup: Setup) -> dict[str, Any]:
-        try:
-            return run_on_driver(step, self.constants, setup.services)
-        except ExecutionError as error:
-            if not setup.tolerant or error.on_error == "raise":
-                raise
-            self.failure = self.failure or error
-            return dict.fromkeys(step.outputs)
 
     def compute(self, columns: Columns, n_rows: int) -> None:
         self._fail_rows(columns, n_rows)
@@ -757,14 +750,24 @@ def _bounds(step: Step, setup: Setup) -> tuple[int, ClusterLimit | None]:
     return bound or setup.limit, None
 
 
-def run_on_driver(step: Step, constants: dict[str, Any], services: Services) -> dict[str, Any]:
+def run_on_driver(
+    step: Step, constants: dict[str, Any], setup: Setup, within: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], ExecutionError | None]:
     """Run a step whose inputs are all constants, once, with the local node runtime (its
-    node hooks fire; it is not an item of its own)."""
+    node hooks fire; it is not an item of its own): its outputs, and None. If it fails
+    under on_error "skip"/"collect", every row fails with it: its outputs are None and its
+    error (located in the nested steps `within`) is returned; otherwise it is raised."""
     plan = RunPlan(step.label, (step,), ((0,),), step.args, step.outputs)
-    (call,) = node_calls(plan, compile_run, map_items, services)
+    (call,) = node_calls(plan, compile_run, map_items, setup.services)
     values = {a: constants[a] for a in step.args}
-    call(values)
-    return {name: values[name] for name in step.outputs}
+    try:
+        call(values)
+    except ExecutionError as failure:
+        error = failure.located(*within) if within else failure
+        if not setup.tolerant or error.on_error == "raise":
+            raise error from failure.original
+        return dict.fromkeys(step.outputs), error
+    return {name: values[name] for name in step.outputs}, None
 
 
 _INTERRUPTED = RuntimeError("the batch computing this call was interrupted")
