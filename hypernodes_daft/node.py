@@ -93,7 +93,7 @@ class Node:
         self.cache = cache
         self.batch = batch
         if not isinstance(max_concurrency, ClusterLimit):
-            _positive_or_none(max_concurrency, "max_concurrency", func)
+            _positive_or_none(max_concurrency, "max_concurrency (or a ClusterLimit)", func)
         self.max_concurrency = max_concurrency
         if not isinstance(retries, int) or retries < 0:
             raise ValueError(
