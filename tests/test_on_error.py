@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,21 @@ def test_raise_is_the_default_and_names_the_item(engine: Any) -> None:
         PIPELINE.map(inputs={"x": XS}, map_over="x", engine=engine)
     assert isinstance(caught.value, ExecutionError) and caught.value.node_name == "invert"
     assert caught.value.on_error == "raise"
+
+
+@pytest.mark.parametrize("name", ["threaded_map", "parallel_map"])
+def test_a_concurrent_map_raises_the_failure_a_sequential_run_meets_first(name: str) -> None:
+    @node(output_name="y")
+    def fails(x: int) -> int:
+        time.sleep(0.3 if x == 0 else 0.0)  # item 0 fails last, item 5 first
+        if x in (0, 5):
+            raise KeyError(x)
+        return x
+
+    with ENGINES[name]() as engine:
+        with pytest.raises(KeyError) as caught:
+            Pipeline(nodes=[fails]).map(inputs={"x": list(range(8))}, map_over="x", engine=engine)
+    assert caught.value.item_index == 0
 
 
 def test_a_nodes_own_policy_wins_over_the_calls(engine: Any) -> None:

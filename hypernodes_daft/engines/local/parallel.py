@@ -24,7 +24,7 @@ from ...plan import MapPlan, RunPlan, iter_rows, make_item
 from ...results import ERROR_FIELD, error_of
 from ...runtime import RunItem, Services, Values
 from .sequential import compile_run
-from .streaming import as_finished
+from .streaming import FirstFailure, as_finished
 
 _CHUNKS_PER_WORKER = 4
 _worker_cache: dict[str, Any] = {}  # in a worker process: key -> plan runner / shared inputs
@@ -59,13 +59,16 @@ def iter_parallel(
     tasks = (
         (start, (key, plan_blob, shared_blob, plan.map_over, start, blob)) for start, blob in chunks
     )
-    for start, outcome in as_finished(pool, _run_chunk, tasks, 2 * workers):
+    failures = FirstFailure()  # a chunk's error is its first failing item
+    for start, outcome in as_finished(pool, _run_chunk, failures.gate(tasks), 2 * workers):
         status, payload, records = cloudpickle.loads(outcome)
         if events is not None:
             events.replay(records)
         if status == "error":
-            raise payload
-        yield from enumerate(payload, start)
+            failures.add(start, payload)
+        else:
+            yield from enumerate(payload, start)
+    failures.raise_first()
 
 
 def _run_chunk(

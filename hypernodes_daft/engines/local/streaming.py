@@ -30,7 +30,7 @@ def stream_items(
 ) -> Iterator[Streamed]:
     """One item after another, in order."""
     for index, item in enumerate(iter_items(inputs, map_over, map_mode)):
-        try:  # inline rather than _located: this loop is the sequential map's hot path
+        try:  # inline rather than _outcome: this loop is the sequential map's hot path
             outputs = run_item(item, index)
         except ExecutionError as error:
             raise error.located(index) from error.original
@@ -45,10 +45,41 @@ def stream_threaded(
     map_mode: str,
     window: int,
 ) -> Iterator[Streamed]:
-    """Items on `pool`, at most `window` in flight, yielded in the order they finish."""
+    """Items on `pool`, at most `window` in flight, yielded in the order they finish; a
+    failure is raised as `FirstFailure` says."""
     items = enumerate(iter_items(inputs, map_over, map_mode))
     tasks = ((index, (run_item, item, index)) for index, item in items)
-    yield from as_finished(pool, _located, tasks, window)
+    failures = FirstFailure()
+    for index, outcome in as_finished(pool, _outcome, failures.gate(tasks), window):
+        if isinstance(outcome, _Failed):
+            failures.add(index, outcome.error)
+        else:
+            yield index, outcome
+    failures.raise_first()
+
+
+class FirstFailure:
+    """The failures of items run concurrently, so that the one raised is the one a
+    sequential run meets first, whatever finishes first: once one is seen no new item
+    starts, those running finish, then the failure of the lowest index is raised (items
+    start in index order, so every item below it has run)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, BaseException] = {}
+
+    def gate(self, tasks: Iterator[Any]) -> Iterator[Any]:
+        """`tasks` until a failure is seen."""
+        for task in tasks:
+            if self.seen:
+                return
+            yield task
+
+    def add(self, index: int, error: BaseException) -> None:
+        self.seen[index] = error
+
+    def raise_first(self) -> None:
+        if self.seen:
+            raise self.seen[min(self.seen)]
 
 
 def as_finished(
@@ -168,8 +199,17 @@ async def stream_in_thread(stream: Iterator[Streamed]) -> AsyncIterator[Streamed
         yield entry
 
 
-def _located(run_item: RunItem, item: Values, index: int) -> Values:
+class _Failed:
+    """An item's failure, returned rather than raised so the others can finish."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: ExecutionError):
+        self.error = error
+
+
+def _outcome(run_item: RunItem, item: Values, index: int) -> Values | _Failed:
     try:
         return run_item(item, index)
     except ExecutionError as error:
-        raise error.located(index) from error.original
+        return _Failed(error.located(index))
