@@ -10,8 +10,6 @@ Pipeline(nodes=[double]).map(inputs={"x": [1, 2, 3]}, map_over="x")
 # [{'doubled': 2}, {'doubled': 4}, {'doubled': 6}]
 """
 
-from ._limits import ClusterLimit
-from ._retries import CircuitBreaker, CircuitOpenError
 from .cache import DiskCache, MemoryCache
 from .callbacks import (
     CallbackContext,
@@ -20,7 +18,7 @@ from .callbacks import (
     ProgressCallback,
     report_progress,
 )
-from .context import NodeContext, current_node
+from .dataset import Dataset
 from .engines import HypernodesEngine, SeqEngine
 from .exceptions import (
     CycleError,
@@ -29,12 +27,15 @@ from .exceptions import (
     HyperNodesError,
     PlanningError,
 )
-from .io import Dataset, read_parquet, write_parquet
+from .io import read_parquet, write_parquet
 from .node import HyperNode, Node, node
 from .pipeline import Pipeline
 from .pipeline_node import PipelineNode
 from .plan import MapPlan, RunPlan
 from .results import ErrorRecord, MapResults
+from .runtime.context import NodeContext, current_node
+from .runtime.limits import ClusterLimit
+from .runtime.resilience import CircuitBreaker, CircuitOpenError
 from .stateful import stateful
 from .visualize import visualize
 

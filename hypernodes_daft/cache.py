@@ -16,7 +16,6 @@ Ray workers on a shared filesystem) never mix their bytes: the last rename wins 
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -138,58 +137,6 @@ class DiskCache:
 
     def _file(self, key: str) -> Path:
         return self.path / key[:2] / f"{key}.pkl"
-
-
-class InFlight:
-    """The calls of one node being computed, by cache key, so that an identical call made
-    meanwhile (another item with the same arguments) waits for the first one's outcome
-    instead of calling again:
-
-        running = inflight.join(key)       # None: this call computes `key`
-        if running is None:
-            try: inflight.finish(key, result=compute())
-            except Exception as error: inflight.finish(key, error=error)
-        else:
-            result = running.result()        # (async: await asyncio.wrap_future(running))
-
-    Thread-safe; a concurrent Future serves sync callers and any event loop alike.
-    """
-
-    def __init__(self) -> None:
-        self._running: dict[str, concurrent.futures.Future[Any]] = {}
-        self._lock = threading.Lock()
-
-    def join(self, key: str) -> concurrent.futures.Future[Any] | None:
-        with self._lock:
-            running = self._running.get(key)
-            if running is None:
-                self._running[key] = concurrent.futures.Future()
-            return running
-
-    def finish(self, key: str, result: Any = None, error: BaseException | None = None) -> None:
-        """The outcome of `key`, for the calls waiting on it (done once; later: no-op)."""
-        with self._lock:
-            running = self._running.pop(key, None)
-        if running is None:
-            return
-        if error is None:
-            running.set_result(result)
-        else:
-            running.set_exception(error)
-
-    def __getstate__(self) -> dict[str, Any]:  # another process has its own calls
-        return {}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__()
-
-
-def lookup(cache: Any, key: str) -> tuple[bool, Any]:
-    """(found, value); a HyperNodes 0.4 style cache (only `get`) misses on None."""
-    if hasattr(cache, "lookup"):
-        return cache.lookup(key)
-    value = cache.get(key)
-    return value is not None, value
 
 
 # -- keys ----------------------------------------------------------------------------------

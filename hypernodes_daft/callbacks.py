@@ -40,7 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .context import NodeContext, current_node, node_context
+from .runtime.context import NodeContext, current_node, node_context
 
 __all__ = [
     "HOOKS",

@@ -225,7 +225,7 @@ class _LocalWriter:
 
         from .engines.daft.types import ERROR_TYPE
         from .results import ERROR_FIELD, error_of, skipped
-        from .runtime import may_settle
+        from .runtime.items import may_settle
 
         results = self.engine.map(plan, inputs, cache, callbacks, on_error)
         kept = [i for i, result in enumerate(results) if not skipped(result)]

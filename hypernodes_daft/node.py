@@ -14,18 +14,21 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol, runtime_checkable
 
 from ._hashing import hash_code
-from ._limits import ClusterLimit
 from .results import ERROR_FIELD, check_on_error
+from .runtime.limits import ClusterLimit
 
 OutputName = str | tuple[str, ...]
 
 
 @runtime_checkable
 class HyperNode(Protocol):
-    """What a Pipeline accepts in `nodes` (besides a nested Pipeline)."""
+    """What a Pipeline accepts in `nodes` (besides a nested Pipeline), and what the graph and
+    the planner read of it: HyperNodes 0.4's attributes, plus `output_names` (the outputs
+    as a tuple) and `optional_args` (the inputs it can do without)."""
 
     name: str | None
     cache: bool
@@ -35,6 +38,12 @@ class HyperNode(Protocol):
 
     @property
     def output_name(self) -> OutputName: ...
+
+    @property
+    def output_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def optional_args(self) -> frozenset[str]: ...
 
     @property
     def code_hash(self) -> str: ...
@@ -62,71 +71,104 @@ def normalize_output_name(output_name: Any, owner: str) -> tuple[str, ...]:
     return names
 
 
+@dataclass(frozen=True)
+class NodeOptions:
+    """How the runtime calls a node: every option of `@node`, with its default, in one place.
+
+    Checked once, when the node is made (`checked`); every engine reads them from here
+    (`step.options` in a plan).
+
+    - `cache`: look up and store the node's results in the engine's cache.
+    - `batch`: the function takes whole columns (pyarrow Arrays; `@stateful` objects stay
+      scalars) and returns one value per row: an Arrow call (runtime/arrow_calls.py).
+    - `max_concurrency`: calls in flight at once in one process (on Daft/Ray: per worker
+      process); `ClusterLimit(N)`: across the whole Ray cluster.
+    - `retries`, `backoff`, `retry_on`: re-call on one of `retry_on`, waiting
+      `backoff * 2**attempt` seconds plus jitter. `timeout`: fail a call after that many
+      seconds (an async call is cancelled). `breaker`: a `CircuitBreaker` shared by nodes
+      calling one service. `rate_limit`: call starts per second (per process).
+    - `on_error`: "raise", "skip" or "collect" for this node (None: the run's).
+    - `batch_size`, `batch_delay`: request grouping (runtime/grouping.py): the function
+      takes lists; up to `batch_size` concurrent calls waiting at most `batch_delay`
+      seconds go out as one call.
+    """
+
+    cache: bool = True
+    batch: bool = False
+    max_concurrency: int | ClusterLimit | None = None
+    retries: int = 0
+    backoff: float = 0.1
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    timeout: float | None = None
+    breaker: Any = None
+    rate_limit: float | None = None
+    on_error: str | None = None
+    batch_size: int | None = None
+    batch_delay: float = 0.05
+
+    def checked(self, name: str) -> NodeOptions:
+        """These options, after checking each one; errors name node `name`."""
+        owner = f"node '{name}'"
+        if not isinstance(self.max_concurrency, ClusterLimit):
+            _positive_or_none(self.max_concurrency, "max_concurrency (or a ClusterLimit)", owner)
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"{owner}: retries must be an int >= 0, got {self.retries!r}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"{owner}: timeout must be > 0 seconds, got {self.timeout!r}")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ValueError(f"{owner}: rate_limit must be > 0 calls/s")
+        if self.on_error is not None:
+            check_on_error(self.on_error, owner)
+        _positive_or_none(self.batch_size, "batch_size", owner)
+        if self.batch_delay < 0:
+            raise ValueError(f"{owner}: batch_delay must be >= 0 seconds")
+        if self.batch_size is not None and self.batch:
+            raise ValueError(
+                f"{owner}: batch=True (Arrow arrays per Daft batch) and batch_size "
+                "(lists of concurrent items) are two ways of batching; choose one"
+            )
+        return replace(self, retry_on=tuple(self.retry_on))
+
+
+DEFAULT_OPTIONS = NodeOptions()
+
+
+def options_of(node: Any) -> NodeOptions:
+    """A node's options; a node of another kind (a HyperNode of the user's) has the
+    defaults, with its `cache` flag."""
+    options = getattr(node, "options", None)
+    if isinstance(options, NodeOptions):
+        return options
+    return replace(DEFAULT_OPTIONS, cache=bool(getattr(node, "cache", True)))
+
+
 class Node:
     """A function whose parameters are inputs, by name, and whose result is named outputs.
 
     `Node(func, output_name="y")` is what `@node(output_name="y")` builds. A tuple
-    `output_name=("a", "b")` splits a returned tuple into two outputs.
+    `output_name=("a", "b")` splits a returned tuple into two outputs. The other keyword
+    arguments are the node's `NodeOptions`.
     """
 
     def __init__(
-        self,
-        func: Callable[..., Any],
-        output_name: OutputName,
-        cache: bool = True,
-        batch: bool = False,
-        max_concurrency: int | ClusterLimit | None = None,
-        retries: int = 0,
-        backoff: float = 0.1,
-        retry_on: tuple[type[BaseException], ...] = (Exception,),
-        timeout: float | None = None,
-        breaker: Any = None,
-        rate_limit: float | None = None,
-        on_error: str | None = None,
-        batch_size: int | None = None,
-        batch_delay: float = 0.05,
+        self, func: Callable[..., Any], output_name: OutputName, cache: bool = True, **options: Any
     ):
         if not callable(func):
             raise TypeError(f"Node needs a callable, got {func!r}")
         self.func = func
         self.name: str = getattr(func, "__name__", type(func).__name__)
-        self.cache = cache
-        self.batch = batch
-        if not isinstance(max_concurrency, ClusterLimit):
-            _positive_or_none(max_concurrency, "max_concurrency (or a ClusterLimit)", func)
-        self.max_concurrency = max_concurrency
-        if not isinstance(retries, int) or retries < 0:
-            raise ValueError(
-                f"node '{func.__name__}': retries must be an int >= 0, got {retries!r}"
-            )
-        if timeout is not None and timeout <= 0:
-            raise ValueError(
-                f"node '{func.__name__}': timeout must be > 0 seconds, got {timeout!r}"
-            )
-        self.retries, self.backoff, self.timeout = retries, backoff, timeout
-        self.retry_on = tuple(retry_on)
-        self.breaker = breaker
-        if rate_limit is not None and rate_limit <= 0:
-            raise ValueError(f"node '{self.name}': rate_limit must be > 0 calls/s")
-        self.rate_limit = rate_limit
-        if on_error is not None:
-            check_on_error(on_error, f"node '{self.name}'")
-        self.on_error = on_error
-        self.batch_size = _positive_or_none(batch_size, "batch_size", func)
-        if batch_delay < 0:
-            raise ValueError(f"node '{self.name}': batch_delay must be >= 0 seconds")
-        self.batch_delay = batch_delay
-        if self.batch_size is not None and batch:
-            raise ValueError(
-                f"node '{self.name}': batch=True (Arrow arrays per Daft batch) and batch_size "
-                "(lists of concurrent items) are two ways of batching; choose one"
-            )
+        self.options = _options(self.name, cache=cache, **options)
         self._output_name = output_name
         self.output_names = normalize_output_name(output_name, f"node '{self.name}'")
         self._root_args, self.defaults = _parameters(func, self.name)
         self.is_async = _is_async(func)
         self._code_hash = hash_code(func)
         functools.update_wrapper(self, func)
+
+    @property
+    def cache(self) -> bool:
+        """Whether the node's results are cached (HyperNodes 0.4's attribute)."""
+        return self.options.cache
 
     @property
     def output_name(self) -> OutputName:
@@ -161,56 +203,17 @@ class Node:
         return hash((self.name, self._output_name))
 
 
-def node(
-    output_name: OutputName | Callable[..., Any] | None = None,
-    cache: bool = True,
-    batch: bool = False,
-    max_concurrency: int | ClusterLimit | None = None,
-    retries: int = 0,
-    backoff: float = 0.1,
-    retry_on: tuple[type[BaseException], ...] = (Exception,),
-    timeout: float | None = None,
-    breaker: Any = None,
-    rate_limit: float | None = None,
-    on_error: str | None = None,
-    batch_size: int | None = None,
-    batch_delay: float = 0.05,
-) -> Any:
+def node(output_name: OutputName | Callable[..., Any] | None = None, **options: Any) -> Any:
     """Turn a function into a `Node`: `@node`, `@node()`, `@node(output_name="y")`.
 
-    Without `output_name` the function's name is the output name. `batch=True` marks a
-    function over whole columns: it receives pyarrow Arrays (one value per item; `@stateful`
-    objects stay scalars) and returns an array, list or numpy array of the same length.
-    `max_concurrency` bounds the calls of the node in flight at once, across all items of a
-    map, in one process (on Daft/Ray: per worker process; `ClusterLimit(N)`: across the
-    whole Ray cluster). `retries` re-calls the node when
-    it raises one of `retry_on`, waiting `backoff * 2**attempt` seconds plus jitter;
-    `timeout` fails a call after that many seconds (an async call is cancelled). A
-    `breaker=CircuitBreaker(failures, cooldown)` makes calls fail fast while a service is down;
-    `rate_limit` caps call starts per second (per process). `on_error` ("raise", "skip" or
-    "collect"; default: the run's) decides what a failure of this node does to its item:
-    stop the map, or record it and go on (see results.py). `batch_size` makes a function
-    over lists serve concurrent items: up to `batch_size` calls waiting at most
-    `batch_delay` seconds are grouped into one call (see _batching.py).
+    Without `output_name` the function's name is the output name. The other keyword
+    arguments are `NodeOptions` (cache, batch, max_concurrency, retries, backoff, retry_on,
+    timeout, breaker, rate_limit, on_error, batch_size, batch_delay): see its docstring.
 
-        @node(output_name=("quotient", "remainder"))
+        @node(output_name=("quotient", "remainder"), retries=3)
         def divide(a: int, b: int) -> tuple[int, int]:
             return divmod(a, b)
     """
-    options = {
-        "cache": cache,
-        "batch": batch,
-        "max_concurrency": max_concurrency,
-        "retries": retries,
-        "backoff": backoff,
-        "retry_on": retry_on,
-        "timeout": timeout,
-        "breaker": breaker,
-        "rate_limit": rate_limit,
-        "on_error": on_error,
-        "batch_size": batch_size,
-        "batch_delay": batch_delay,
-    }
     if callable(output_name):  # bare @node, or node(func, retries=3): the same options
         return Node(output_name, output_name.__name__, **options)
 
@@ -218,6 +221,14 @@ def node(
         return Node(func, output_name or func.__name__, **options)
 
     return decorate
+
+
+def _options(name: str, **options: Any) -> NodeOptions:
+    try:
+        return NodeOptions(**options).checked(name)
+    except TypeError as error:
+        known = ", ".join(f.name for f in fields(NodeOptions))
+        raise TypeError(f"node '{name}': {error} (the options are: {known})") from None
 
 
 def _parameters(func: Callable[..., Any], name: str) -> tuple[tuple[str, ...], dict[str, Any]]:
@@ -251,8 +262,7 @@ def _is_async(func: Callable[..., Any]) -> bool:
     )
 
 
-def _positive_or_none(value: int | None, what: str, func: Callable[..., Any]) -> int | None:
+def _positive_or_none(value: int | None, what: str, owner: str) -> int | None:
     if value is not None and (not isinstance(value, int) or value < 1):
-        name = getattr(func, "__name__", repr(func))
-        raise ValueError(f"node '{name}': {what} must be a positive int or None, got {value!r}")
+        raise ValueError(f"{owner}: {what} must be a positive int or None, got {value!r}")
     return value

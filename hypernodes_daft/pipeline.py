@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from .callbacks import callback_list
+from .dataset import Column, as_inputs, materialize
 from .exceptions import PlanningError
 from .graph import build_graph
-from .io import Column, as_inputs, materialize
 from .node import Node
 from .pipeline_node import PipelineNode
 from .plan import (

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from .dataset import Column, dataset_of
 from .exceptions import DependencyError, PlanningError
 from .graph import Graph, node_label
-from .io import Column, dataset_of
+from .node import DEFAULT_OPTIONS, NodeOptions, options_of
 
 MAP_MODES = ("zip", "product")
 
@@ -37,6 +38,17 @@ class NestedPlan:
     map_over: tuple[str, ...] = ()  # inner names; empty when the inner pipeline runs once
     map_mode: str = "zip"
 
+    def inner_values(self, outer: Mapping[str, Any], bound_as: Any = None) -> dict[str, Any]:
+        """The inner pipeline's inputs, by inner name: its bound inputs (each passed through
+        `bound_as` when given), then the step's arguments found in `outer`, renamed."""
+        inner = (
+            dict(self.bound)
+            if bound_as is None
+            else {k: bound_as(v) for k, v in self.bound.items()}
+        )
+        inner.update({i: outer[o] for o, i in self.rename_in if o in outer})
+        return inner
+
 
 @dataclass(frozen=True)
 class Step:
@@ -47,6 +59,7 @@ class Step:
     args: tuple[str, ...]
     outputs: tuple[str, ...]
     nested: NestedPlan | None = None
+    options: NodeOptions = DEFAULT_OPTIONS  # a plain node's (a nested step has the defaults)
 
     @property
     def is_async(self) -> bool:
@@ -143,7 +156,7 @@ def _step(graph: Graph, node: Any, available: frozenset[str], wanted: set[str] |
     args = tuple(a for a in node.root_args if a in graph.output_to_node or a in available)
     outputs = tuple(o for o in node.output_names if wanted is None or o in wanted)
     if not hasattr(node, "plan_nested"):  # a plain node computes all its outputs at once
-        return Step(node, node_label(node), args, node.output_names)
+        return Step(node, node_label(node), args, node.output_names, options=options_of(node))
     nested = node.plan_nested(frozenset(args), outputs)
     outputs = tuple(outer for _, outer in nested.rename_out)
     return Step(node, node_label(node), args, outputs, nested)

@@ -1033,8 +1033,9 @@ def test_identical_calls_of_concurrent_batches_are_made_once():
     not made again; each batch gets every row's result."""
     from hypernodes_daft import MemoryCache
     from hypernodes_daft.engines.daft.groups import plan_groups
-    from hypernodes_daft.engines.daft.runners import Setup, make_runner
-    from hypernodes_daft.runtime import Services
+    from hypernodes_daft.engines.daft.plan_runner import make_runner, step_lineages
+    from hypernodes_daft.engines.daft.runners import Setup
+    from hypernodes_daft.runtime.node_call import Services
 
     calls = []
 
@@ -1047,7 +1048,7 @@ def test_identical_calls_of_concurrent_batches_are_made_once():
     plan = Pipeline(nodes=[slow_double]).plan(inputs={"x": [1]}, map_over="x").item
     setup = Setup(services=Services(cache=MemoryCache()))
     (group,) = plan_groups(plan, set())
-    runner = make_runner(group, {}, setup, setup.lineages(plan))
+    runner = make_runner(group, {}, setup, step_lineages(plan, setup))
     first, second = {"x": [1, 2, 3]}, {"x": [3, 2, 4]}
 
     async def both() -> None:
@@ -1061,8 +1062,9 @@ def test_identical_calls_of_concurrent_batches_are_made_once():
 def test_a_call_failing_in_one_batch_fails_the_rows_waiting_for_it_in_another():
     from hypernodes_daft import MemoryCache
     from hypernodes_daft.engines.daft.groups import plan_groups
-    from hypernodes_daft.engines.daft.runners import ERROR, Setup, make_runner
-    from hypernodes_daft.runtime import Services
+    from hypernodes_daft.engines.daft.plan_runner import make_runner, step_lineages
+    from hypernodes_daft.engines.daft.runners import ERROR, Setup
+    from hypernodes_daft.runtime.node_call import Services
 
     calls = []
 
@@ -1074,9 +1076,9 @@ def test_a_call_failing_in_one_batch_fails_the_rows_waiting_for_it_in_another():
 
     plan = Pipeline(nodes=[slow_inverse]).plan(inputs={"x": [1]}, map_over="x").item
     services = Services(cache=MemoryCache(), on_error="collect")
-    setup = Setup(services=services, on_error="collect", tolerant=True)
+    setup = Setup(services=services, tolerant=True)
     (group,) = plan_groups(plan, set())
-    runner = make_runner(group, {}, setup, setup.lineages(plan))
+    runner = make_runner(group, {}, setup, step_lineages(plan, setup))
     first, second = {"x": [0, 1], ERROR: [None, None]}, {"x": [2, 0], ERROR: [None, None]}
 
     async def both() -> None:

@@ -285,7 +285,7 @@ def test_calls_waiting_for_a_concurrency_slot_do_not_get_past_an_open_circuit(
 ):
     """5 failures open the circuit; only calls already holding one of the 4 slots may still
     reach the dead service. A call admitted by the breaker *before* waiting for its slot
-    reaches it after the circuit opened (hypernodes_daft/runtime.py `resilient` wraps the
+    reaches it after the circuit opened (hypernodes_daft/runtime/resilience.py `resilient` wraps the
     concurrency limit inside the breaker)."""
     breaker = CircuitBreaker(failures=5, cooldown=60)
     engine = engines(engine_name)
@@ -298,7 +298,7 @@ def test_calls_waiting_for_a_concurrency_slot_do_not_get_past_an_open_circuit(
 )
 def test_a_retry_backoff_holds_no_concurrency_slot(service, sessions, engines, engine_name, kind):
     """Item 0's first attempt gets a 503 and waits 0.3 s before its retry; with
-    `max_concurrency=1` the other items use the slot meanwhile (hypernodes_daft/_retries.py:
+    `max_concurrency=1` the other items use the slot meanwhile (hypernodes_daft/runtime/resilience.py:
     "Backoff ... never holds a concurrency slot: the limit wraps one attempt")."""
     service.configure(fail_ids={0: 1})
     ids = list(range(6))

@@ -33,7 +33,7 @@ from hypernodes_daft import (
     Pipeline,
     node,
 )
-from hypernodes_daft._batching import batched
+from hypernodes_daft.runtime.grouping import grouped
 
 ENGINES = {
     "sequential": lambda: HypernodesEngine(),
@@ -233,7 +233,7 @@ def test_cached_items_are_not_asked_again(service, sessions, engine_name, kind):
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_a_batcher_travels_and_groups_again_after_unpickling(service, kind):
+def test_a_grouper_travels_and_groups_again_after_unpickling(service, kind):
     """A grouping function sent to another process (as cloudpickle sends nodes) keeps its
     list function and settings, not the groups, locks or loops of the process it left."""
     url = service.url
@@ -245,7 +245,7 @@ def test_a_batcher_travels_and_groups_again_after_unpickling(service, kind):
         return await asyncio.to_thread(post_batch_sync, url, item)
 
     func = alookup if kind == "async" else lookup
-    per_item = batched(func, "lookup", ("item",), kind == "async", size=4, delay=0.5)
+    per_item = grouped(func, "lookup", ("item",), kind == "async", size=4, delay=0.5)
     first = asyncio.run(per_item(item=1)) if kind == "async" else per_item(item=1)
     assert first == value_of(1)  # alone for 0.5 s, then sent
     travelled = cloudpickle.loads(cloudpickle.dumps(per_item))

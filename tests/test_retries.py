@@ -214,6 +214,6 @@ def test_rate_limit_paces_an_async_node_across_concurrent_items():
 def test_node_called_on_a_function_takes_the_same_options():
     fetch, attempts = flaky_node(2)
     retried = node(fetch.func, retries=2, backoff=0.001)  # not the decorator form
-    assert retried.output_name == "fetch" and retried.retries == 2
+    assert retried.output_name == "fetch" and retried.options.retries == 2
     assert Pipeline(nodes=[retried]).run({"x": 5}) == {"fetch": 50}
     assert attempts == {5: 3}

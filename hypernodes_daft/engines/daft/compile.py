@@ -21,7 +21,8 @@ from daft import DataType, col
 from ...plan import RunPlan, Step
 from ...results import ErrorRecord
 from .groups import Group, plan_groups
-from .runners import ERROR, BatchNode, Setup, make_runner, run_on_driver
+from .plan_runner import make_runner, run_on_driver, step_lineages
+from .runners import ERROR, ArrowNode, Setup
 from .types import ERROR_TYPE, PYTHON, arrow_type, output_types
 from .udfs import daft_call
 
@@ -48,7 +49,7 @@ def build(
     `within`: the labels of the nested steps `plan` is inlined for (errors name them)."""
     constants = {name for name, ref in names.items() if isinstance(ref, Const)}
     groups = plan_groups(plan, constants)
-    keys = setup.lineages(plan)
+    keys = step_lineages(plan, setup)
     for index, group in enumerate(groups):
         needed = set(plan.outputs).union(*(s.args for g in groups[index + 1 :] for s in g.steps))
         if group.kind == "driver":
@@ -79,7 +80,7 @@ def _run_on_driver(
 def value_types(step: Step) -> dict[str, DataType]:
     """The Daft type of each output of `step`, from the return hints of its node(s)."""
     if step.nested is None:
-        listed = getattr(step.node, "batch_size", None) is not None
+        listed = step.options.batch_size is not None
         hinted = output_types(step.node.func, len(step.outputs), listed)
         return dict(zip(step.outputs, hinted, strict=True))
     inner = {name: t for s in step.nested.item.steps for name, t in value_types(s).items()}
@@ -116,8 +117,7 @@ def _inline_nested(
 ) -> daft.DataFrame:
     nested = step.nested
     assert nested is not None
-    inner: Names = {name: Const(value) for name, value in nested.bound.items()}
-    inner.update({inner_name: names[outer] for outer, inner_name in nested.rename_in})
+    inner: Names = nested.inner_values(names, bound_as=Const)
     frame = build(frame, nested.item, inner, setup, prefix, (*within, step.label))
     names.update({outer: inner[inner_name] for inner_name, outer in nested.rename_out})
     return frame
@@ -138,7 +138,7 @@ def _add_function(
     constants = {a: names[a].value for a in reads if isinstance(names[a], Const)}
     runner = make_runner(group, constants, setup, keys)
     types = {name: t for s in group.steps for name, t in value_types(s).items()}
-    if isinstance(runner, BatchNode) and PYTHON in types.values():
+    if isinstance(runner, ArrowNode) and PYTHON in types.values():
         schema = frame.schema()
         types = _probe_batch(runner, {a: schema[names[a]].dtype for a in columns}, types)
     outputs = [(o, f"{prefix}{o}", types[o]) for s in group.steps for o in s.outputs if o in needed]
@@ -158,7 +158,7 @@ def _add_function(
 
 
 def _probe_batch(
-    runner: BatchNode, inputs: dict[str, DataType], types: dict[str, DataType]
+    runner: ArrowNode, inputs: dict[str, DataType], types: dict[str, DataType]
 ) -> dict[str, DataType]:
     """The Arrow types of an unhinted batch node's outputs, from a call on zero rows."""
     import pyarrow as pa

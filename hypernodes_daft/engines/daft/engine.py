@@ -22,14 +22,16 @@ from typing import Any
 import daft
 from daft import col
 
-from ..._events import Events, observed_map
 from ...callbacks import callback_list
+from ...dataset import Column, dataset_of
 from ...exceptions import ExecutionError, PlanningError
-from ...io import Column, count_rows, dataset_of
+from ...io import count_rows
 from ...plan import MapPlan, RunPlan
 from ...results import ERROR_FIELD, record_from_row
-from ...runtime import Services, may_settle
-from ..local.streaming import stream_in_thread
+from ...runtime.events import Events, observed_map
+from ...runtime.items import may_settle
+from ...runtime.loop import stream_in_thread
+from ...runtime.node_call import Services
 from .compile import Const, Names, build, constant_column
 from .reporting import batch_report
 from .runners import ERROR, Setup
@@ -231,7 +233,7 @@ class DaftEngine:
         report = batch_report(events, self.runner)
         tolerant = may_settle(plan, on_error)
         in_process = self.runner == "native"
-        setup = Setup(self.max_concurrency, services, in_process, report, on_error, tolerant)
+        setup = Setup(self.max_concurrency, services, in_process, report, tolerant)
         return _Execution(setup, events, report)
 
     def _lazy_map(

@@ -9,9 +9,9 @@
 - "driver": the step reads only constants, so it runs once, on the driver; its outputs
   become constants. No work per row that can be done once.
 - "sync": consecutive sync nodes, fused into one function that runs them column-wise.
-- "async", "batch": one async / `@node(batch=True)` node per function.
-- "lists": one `@node(batch_size=N)` node (sync or async): called with lists, a chunk of
-  N rows of the batch per call.
+- "async", "arrow": one async / `@node(batch=True)` node per function (an Arrow call).
+- "grouped": one `@node(batch_size=N)` node (sync or async): called with lists, a chunk of
+  N rows of the batch per call (request grouping).
 - "nested": a nested pipeline run once per row; its steps are inlined.
 - "map": a nested pipeline mapped over lists: items flattened, run, regrouped per row.
 """
@@ -58,8 +58,8 @@ def _kind(step: Step, constants: set[str]) -> str:
         return "driver"
     if step.nested is not None:
         return "map" if step.nested.map_over else "nested"
-    if getattr(step.node, "batch_size", None) is not None:
-        return "lists"
+    if step.options.batch_size is not None:
+        return "grouped"
     if step.is_async:
         return "async"
-    return "batch" if getattr(step.node, "batch", False) else "sync"
+    return "arrow" if step.options.batch else "sync"

@@ -18,7 +18,7 @@ import threading
 import weakref
 from typing import Any
 
-from ..._events import Events
+from ...runtime.events import Events
 
 Record = tuple[str, int, float, int]  # node id, rows computed, seconds, cached rows
 

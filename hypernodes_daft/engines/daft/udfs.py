@@ -1,4 +1,5 @@
-"""Runners (runners.py) as Daft batch functions: Series in, one column (or a struct) out.
+"""Runners (runners.py, plan_runner.py) as Daft batch functions: Series in, one column (or a
+struct) out.
 
     outputs = [("tokens", "tokens", DataType.list(DataType.string()))]
     expr = daft_call(runner, group, ("text",), outputs, in_process=True,
@@ -20,13 +21,13 @@ from daft import DataType
 from ...exceptions import ExecutionError, PlanningError, wrap_error
 from ...results import ErrorRecord
 from .groups import Group
-from .runners import ERROR, BatchNode, Columns
+from .runners import ERROR, ArrowNode, Columns
 from .types import PYTHON, to_column
 
 Output = tuple[str, str, DataType]  # (value name, column name, Daft type)
 
 
-class BatchFunction:
+class SeriesFunction:
     """Calls a runner on one batch: Series -> Python lists -> runner -> output column(s)."""
 
     def __init__(
@@ -43,9 +44,9 @@ class BatchFunction:
         self.is_async = runner.is_async
         # a single typed batch node keeps its Arrow result: no detour through Python
         self.arrow_only = (
-            isinstance(runner, BatchNode)
+            isinstance(runner, ArrowNode)
             and ERROR not in inputs  # failures are kept per row
-            and runner.call.cache is None  # a cache works row by row
+            and runner.call.node.cache is None  # a cache works row by row
             and len(runner.call.outputs) == 1
             and outputs[0][2] != PYTHON
         )
@@ -79,7 +80,7 @@ class BatchFunction:
         n_rows = len(series[0])
         started = time.perf_counter()
         (result,) = self.runner(arrays, n_rows)
-        self.runner.call.reported(n_rows, 0, started)
+        self.runner.call.reported_rows(n_rows, 0, started)
         label = self.runner.call.label
         if not _is_arrow(result):
             return self._result({self.outputs[0][0]: _values(result, n_rows, label)})
@@ -133,7 +134,7 @@ def daft_call(
     as a struct). Daft pickles every function it is given, to check it can travel; one that
     cannot runs through `_InProcess` on the native runner, and is refused on Ray."""
     producers = {o: s.label for s in group.steps for o in s.outputs}
-    call = BatchFunction(runner, inputs, outputs, producers)
+    call = SeriesFunction(runner, inputs, outputs, producers)
     try:
         return _batch_function(call, group.label, outputs)(*arguments)
     except ValueError as error:
@@ -180,7 +181,7 @@ class _InProcess:
     by id; Daft only checks that what it holds can be pickled.
     """
 
-    def __init__(self, function: BatchFunction):
+    def __init__(self, function: SeriesFunction):
         self.function = function
         self.is_async = function.is_async
         _in_process[id(function)] = function
@@ -204,7 +205,7 @@ def _is_arrow(value: Any) -> bool:
 
 
 def _values(result: Any, n_rows: int, label: str) -> list[Any]:
-    from ..._batch import as_values
+    from ...runtime.arrow_calls import as_values
 
     try:
         return as_values(result, n_rows, label)

@@ -15,18 +15,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
-from ...context import CURRENT, Where, current_item, in_branch, item_frame
 from ...exceptions import ExecutionError
 from ...plan import RunPlan, iter_items
-from ...runtime import (
-    NO_SERVICES,
-    NodeCall,
-    Services,
-    Values,
-    aitem_runner,
-    node_calls,
-    settled,
-)
+from ...runtime.context import CURRENT, Where, current_item, in_branch, item_frame
+from ...runtime.items import aitem_runner, node_calls, settled
+from ...runtime.node_call import NO_SERVICES, NodeCall, Services, Values
 
 ARunItem = Callable[..., Awaitable[Values]]  # (values, index=None) -> outputs
 

@@ -17,21 +17,15 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from ..._events import Events, aobserved_stream, observed_map, observed_stream
-from ..._loop import run_coroutine
 from ...callbacks import callback_list
 from ...plan import MapPlan, RunPlan
-from ...runtime import RunItem, Services, Values
+from ...runtime.events import Events, aobserved_stream, observed_map, observed_stream
+from ...runtime.items import RunItem, compile_run, map_items, stream_items
+from ...runtime.loop import run_coroutine, stream_in_thread
+from ...runtime.node_call import Services, Values
 from .asynchronous import ARunItem, amap_items, compile_arun
 from .parallel import iter_parallel, map_parallel
-from .sequential import compile_run, map_items
-from .streaming import (
-    astream_items,
-    stream_from_loop,
-    stream_in_thread,
-    stream_items,
-    stream_threaded,
-)
+from .streaming import astream_items, stream_from_loop, stream_threaded
 from .threaded import compile_threaded, map_threaded
 
 NODE_EXECUTORS = ("sequential", "async", "threaded")

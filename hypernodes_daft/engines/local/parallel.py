@@ -18,12 +18,12 @@ from typing import Any
 
 import cloudpickle
 
-from ..._events import RecordingEvents
 from ...exceptions import ExecutionError, PlanningError, wrap_error
 from ...plan import MapPlan, RunPlan, iter_rows, make_item
 from ...results import ERROR_FIELD, error_of
-from ...runtime import RunItem, Services, Values
-from .sequential import compile_run
+from ...runtime.events import RecordingEvents
+from ...runtime.items import RunItem, compile_run
+from ...runtime.node_call import Services, Values
 from .streaming import FirstFailure, as_finished
 
 _CHUNKS_PER_WORKER = 4

@@ -17,24 +17,13 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from itertools import islice
 from typing import Any
 
-from ..._loop import background_loop
 from ...exceptions import ExecutionError
 from ...plan import iter_items
-from ...runtime import RunItem, Values
+from ...runtime.items import RunItem
+from ...runtime.loop import background_loop
+from ...runtime.node_call import Values
 
 Streamed = tuple[int, Values]
-
-
-def stream_items(
-    run_item: RunItem, inputs: Values, map_over: tuple[str, ...], map_mode: str
-) -> Iterator[Streamed]:
-    """One item after another, in order."""
-    for index, item in enumerate(iter_items(inputs, map_over, map_mode)):
-        try:  # inline rather than _outcome: this loop is the sequential map's hot path
-            outputs = run_item(item, index)
-        except ExecutionError as error:
-            raise error.located(index) from error.original
-        yield index, outputs
 
 
 def stream_threaded(
@@ -190,13 +179,6 @@ def stream_from_loop(stream: AsyncIterator[Streamed], window: int = 1024) -> Ite
     finally:
         stopped.set()
         pumping.cancel()  # the stream's workers are cancelled with it
-
-
-async def stream_in_thread(stream: Iterator[Streamed]) -> AsyncIterator[Streamed]:
-    """A synchronous stream for async code: each next item fetched in a worker thread."""
-    done = object()
-    while (entry := await asyncio.to_thread(next, stream, done)) is not done:
-        yield entry
 
 
 class _Failed:

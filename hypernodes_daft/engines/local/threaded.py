@@ -7,10 +7,10 @@ import contextvars
 from concurrent.futures import Executor, wait
 from typing import Any
 
-from ...context import current_item, run_in_branch
 from ...plan import RunPlan
-from ...runtime import NO_SERVICES, RunItem, Services, Values, item_runner, node_calls
-from .sequential import map_items
+from ...runtime.context import current_item, run_in_branch
+from ...runtime.items import RunItem, item_runner, map_items, node_calls
+from ...runtime.node_call import NO_SERVICES, Services, Values
 from .streaming import stream_threaded
 
 

@@ -1,5 +1,6 @@
 """One long-lived event loop per process, in a daemon thread, for async nodes called from
-synchronous code. Never an event loop per item or per call (seed 000)."""
+synchronous code. Never an event loop per item or per call: a loop per call is what made
+HyperNodes 0.4's async maps 50-100x slower than `asyncio.gather` (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -44,3 +45,10 @@ def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             return pool.submit(asyncio.run, coro).result()
     return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+async def stream_in_thread(stream: Iterator[T]) -> AsyncIterator[T]:
+    """A synchronous stream for async code: each next item fetched in a worker thread."""
+    done = object()
+    while (entry := await asyncio.to_thread(next, stream, done)) is not done:
+        yield entry

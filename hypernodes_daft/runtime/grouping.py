@@ -7,14 +7,14 @@ written over lists, one value per item, and returns one result per item, in orde
     async def embed(text: list[str]) -> list[list[float]]:
         return await client.embed(text)         # one request for up to 32 texts
 
-    per_item = batched(embed.func, "embed", embed.root_args, True, size=32, delay=0.05)
+    per_item = grouped(embed.func, "embed", embed.root_args, True, size=32, delay=0.05)
     await per_item(text="hello")   # joins the group being filled; its own result back
 
 The map still calls the node once per item. Calls that arrive while a group is open join
 it; the group goes out as one call when it holds `size` calls, or `delay` seconds after its
 first call. Each caller gets its own result, or, when the grouped call fails, its error.
-Where items run one after another nothing would ever join, so `batched(..., wait=False)`
-calls at once with lists of one (see `Services.concurrent_items` in runtime.py).
+Where items run one after another nothing would ever join, so `grouped(..., wait=False)`
+calls at once with lists of one (see `Services.concurrent_items` in node_call.py).
 """
 
 from __future__ import annotations
@@ -24,23 +24,28 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..node import NodeOptions
 
 Item = dict[str, Any]  # one call's arguments, by parameter name
 
 
-def batcher_for(node: Any, label: str, is_async: bool, wait: bool) -> Callable[..., Any] | None:
-    """How to turn `node`'s list function into a per-item one (`batched` with the node's
-    settings), or None for a node without `batch_size`."""
-    size = getattr(node, "batch_size", None)
-    if size is None:
+def grouper_for(
+    options: NodeOptions, names: Sequence[str], label: str, is_async: bool, wait: bool
+) -> Callable[..., Any] | None:
+    """How to turn a node's list function into a per-item one (`grouped` with the node's
+    `batch_size` and `batch_delay`; `names`: its parameters), or None without `batch_size`."""
+    if options.batch_size is None:
         return None
-    names = tuple(node.root_args)
-    options = {"size": size, "delay": node.batch_delay, "wait": wait}
-    return functools.partial(batched, label=label, names=names, is_async=is_async, **options)
+    settings = {"size": options.batch_size, "delay": options.batch_delay, "wait": wait}
+    return functools.partial(
+        grouped, label=label, names=tuple(names), is_async=is_async, **settings
+    )
 
 
-def batched(
+def grouped(
     func: Callable[..., Any],
     label: str,
     names: Sequence[str],
@@ -56,18 +61,18 @@ def batched(
     if not wait or size == 1:
         return _alone(func, label, tuple(names), is_async)
     if is_async:
-        batcher: Any = AsyncBatcher(func, label, size, delay)
+        grouper: Any = AsyncGrouper(func, label, size, delay)
 
         @functools.wraps(func)  # a coroutine function: retries see an async call
         async def call_async(*args: Any, **kwargs: Any) -> Any:
-            return await batcher.submit(_bind(names, args, kwargs))
+            return await grouper.submit(_bind(names, args, kwargs))
 
         return call_async
-    batcher = SyncBatcher(func, label, size, delay)
+    grouper = SyncGrouper(func, label, size, delay)
 
     @functools.wraps(func)
     def call(*args: Any, **kwargs: Any) -> Any:
-        return batcher.submit(_bind(names, args, kwargs))
+        return grouper.submit(_bind(names, args, kwargs))
 
     return call
 
@@ -123,9 +128,9 @@ def _alone(
     return alone
 
 
-class _Batcher:
-    """What both batchers keep: the list function and how to group. The open groups are
-    state of this process (locks, futures of an event loop), so a pickled batcher arrives
+class _Grouper:
+    """What both groupers keep: the list function and how to group. The open groups are
+    state of this process (locks, futures of an event loop), so a pickled grouper arrives
     in another process with none."""
 
     def __init__(self, func: Callable[..., Any], label: str, size: int, delay: float):
@@ -157,7 +162,7 @@ class _LoopGroup:
         self.timer: asyncio.TimerHandle | None = None
 
 
-class AsyncBatcher(_Batcher):
+class AsyncGrouper(_Grouper):
     """Groups the calls of an async list function, per event loop (asyncio futures and
     timers belong to one loop). The first call of a group schedules its flush after
     `delay`; the `size`-th flushes it at once. The grouped call runs as a task of its own,
@@ -221,7 +226,7 @@ class _ThreadGroup:
         self.error: BaseException | None = None
 
 
-class SyncBatcher(_Batcher):
+class SyncGrouper(_Grouper):
     """Groups the calls of a sync list function made from several threads. The first
     caller of a group waits up to `delay` for others (less if the group fills), closes it,
     makes the grouped call in its own thread and hands each waiting caller its result."""

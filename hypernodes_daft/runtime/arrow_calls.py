@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from .stateful import is_stateful
+from ..stateful import is_stateful
 
 
 def as_argument(value: Any, n_rows: int) -> Any:

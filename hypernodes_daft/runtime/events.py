@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .callbacks import CallbackContext, Callbacks
+from ..callbacks import CallbackContext, Callbacks
 from .context import current_item
 
 Values = dict[str, Any]

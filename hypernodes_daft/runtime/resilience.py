@@ -19,9 +19,14 @@ import inspect
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tenacity
+
+from .limits import limit_calls, rate_limited
+
+if TYPE_CHECKING:
+    from ..node import NodeOptions
 
 _timeouts = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="hypernodes-timeout")
 
@@ -187,3 +192,40 @@ def with_breaker(func: Callable[..., Any], is_async: bool, breaker: CircuitBreak
         return result
 
     return guarded
+
+
+def resilient(
+    func: Callable[..., Any],
+    options: NodeOptions,
+    is_async: bool,
+    limit: Any = None,
+    per_item: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+    on_retry: Callable[[], None] | None = None,
+) -> Any:
+    """`func` with, around each attempt, the node's (`options`) timeout, circuit breaker
+    (checked once the call holds its slot and its rate-limit turn, so calls queued before a circuit
+    opened do not reach a dead service), concurrency bound (`limit`: a number, a shared
+    LoopSlots, or None) and rate limit; and its retries around all (a backoff wait holds
+    no slot). `per_item` (a `batch_size` node called per item: `grouping.grouper_for`)
+    turns the list function, so wrapped, into a function of one item; `on_retry()` is
+    called before each retry."""
+    timeout = options.timeout
+    if timeout is not None:
+        func = with_timeout(func, is_async, timeout)
+    breaker = options.breaker
+    if breaker is not None:
+        func = with_breaker(func, is_async, breaker)
+    if limit is not None:
+        func = limit_calls(func, is_async, limit)
+    rate = options.rate_limit
+    if rate is not None:
+        func = rate_limited(func, is_async, rate)
+    if per_item is not None:
+        # one grouped request is one attempt: under the timeout, the breaker (one failure),
+        # the concurrency bound (max_concurrency counts grouped calls in flight) and the
+        # rate limit (requests a second). Retries stay per item, outside: a failed item
+        # joins a later group rather than re-sending the whole group it failed with.
+        func = per_item(func)
+    if options.retries:
+        func = with_retries(func, options.retries, options.backoff, options.retry_on, on_retry)
+    return func
