@@ -81,11 +81,6 @@ def check_on_error(value: Any, owner: str) -> None:
         raise PlanningError(f"{owner}: on_error must be one of {list(ON_ERROR)}, got {value!r}")
 
 
-def policy(node: Any, run: str) -> str:
-    """What a failure of `node` does: its own on_error, else the run's `run`."""
-    return getattr(node, "on_error", None) or run
-
-
 def failed_outputs(error: ExecutionError, index: int | None) -> dict[str, ErrorRecord]:
     """The result of an item that failed under "skip" or "collect"."""
     return {ERROR_FIELD: ErrorRecord.of(error, index)}

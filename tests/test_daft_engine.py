@@ -10,6 +10,7 @@ import asyncio
 import io
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -1032,9 +1033,9 @@ def test_identical_calls_of_concurrent_batches_are_made_once():
     async batches: a call one batch is making (same cache key) is waited for by the other,
     not made again; each batch gets every row's result."""
     from hypernodes_daft import MemoryCache
+    from hypernodes_daft.engines.daft.column_call import Setup
     from hypernodes_daft.engines.daft.groups import plan_groups
     from hypernodes_daft.engines.daft.plan_runner import make_runner, step_lineages
-    from hypernodes_daft.engines.daft.runners import Setup
     from hypernodes_daft.runtime.node_call import Services
 
     calls = []
@@ -1059,11 +1060,47 @@ def test_identical_calls_of_concurrent_batches_are_made_once():
     assert sorted(calls) == [1, 2, 3, 4]
 
 
-def test_a_call_failing_in_one_batch_fails_the_rows_waiting_for_it_in_another():
+def test_identical_calls_of_sync_batches_on_two_threads_are_made_once():
+    """Two batches of one sync node on two threads, as Daft's native runner runs them: a
+    row whose call the other batch is making waits for it instead of calling again."""
     from hypernodes_daft import MemoryCache
+    from hypernodes_daft.engines.daft.column_call import Setup
     from hypernodes_daft.engines.daft.groups import plan_groups
     from hypernodes_daft.engines.daft.plan_runner import make_runner, step_lineages
-    from hypernodes_daft.engines.daft.runners import ERROR, Setup
+    from hypernodes_daft.runtime.node_call import Services
+
+    calls, started = [], threading.Barrier(2)
+
+    @node(output_name="y")
+    def slow_double(x: int) -> int:
+        calls.append(x)
+        time.sleep(0.2)
+        return 2 * x
+
+    plan = Pipeline(nodes=[slow_double]).plan(inputs={"x": [1]}, map_over="x").item
+    setup = Setup(services=Services(cache=MemoryCache()))
+    (group,) = plan_groups(plan, set())
+    runner = make_runner(group, {}, setup, step_lineages(plan, setup))
+    first, second = {"x": [1, 2, 3]}, {"x": [4, 2, 1]}
+
+    def compute(columns: dict) -> None:
+        started.wait()
+        runner.compute(columns, 3)
+
+    threads = [threading.Thread(target=compute, args=(c,)) for c in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert first["y"] == [2, 4, 6] and second["y"] == [8, 4, 2]
+    assert sorted(calls) == [1, 2, 3, 4]
+
+
+def test_a_call_failing_in_one_batch_fails_the_rows_waiting_for_it_in_another():
+    from hypernodes_daft import MemoryCache
+    from hypernodes_daft.engines.daft.column_call import ERROR, Setup
+    from hypernodes_daft.engines.daft.groups import plan_groups
+    from hypernodes_daft.engines.daft.plan_runner import make_runner, step_lineages
     from hypernodes_daft.runtime.node_call import Services
 
     calls = []

@@ -20,9 +20,10 @@ from daft import DataType, col
 
 from ...plan import RunPlan, Step
 from ...results import ErrorRecord
+from .column_call import ERROR, Setup
 from .groups import Group, plan_groups
 from .plan_runner import make_runner, run_on_driver, step_lineages
-from .runners import ERROR, ArrowNode, Setup
+from .runners import ArrowNode
 from .types import ERROR_TYPE, PYTHON, arrow_type, output_types
 from .udfs import daft_call
 

@@ -12,7 +12,6 @@ Mapped inputs become columns; every other input is a constant bound into the fun
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -22,19 +21,19 @@ from typing import Any
 import daft
 from daft import col
 
-from ...callbacks import callback_list
 from ...dataset import Column, dataset_of
 from ...exceptions import ExecutionError, PlanningError
 from ...io import count_rows
-from ...plan import MapPlan, RunPlan
+from ...plan import MapPlan, RunPlan, iter_rows
 from ...results import ERROR_FIELD, record_from_row
+from ...runtime.dispatch import callback_list
 from ...runtime.events import Events, observed_map
 from ...runtime.items import may_settle
 from ...runtime.loop import stream_in_thread
 from ...runtime.node_call import Services
+from .column_call import ERROR, Setup
 from .compile import Const, Names, build, constant_column
 from .reporting import batch_report
-from .runners import ERROR, Setup
 from .types import ERROR_TYPE, input_column
 
 RUNNERS = ("native", "ray")
@@ -354,7 +353,7 @@ def _item_columns(inputs: dict[str, Any], plan: MapPlan) -> dict[str, list[Any]]
     lists = {n: _as_list(inputs[n]) for n in plan.map_over}
     if plan.map_mode == "zip":
         return lists
-    rows = list(itertools.product(*lists.values()))
+    rows = list(iter_rows(lists, plan.map_over, plan.map_mode))
     return {n: [row[i] for row in rows] for i, n in enumerate(plan.map_over)}
 
 

@@ -20,17 +20,9 @@ from ...exceptions import ExecutionError
 from ...plan import RunPlan, Step, check_map_inputs, iter_rows
 from ...runtime.items import compile_run, map_items, node_calls
 from ...runtime.limits import ClusterLimit, LoopSlots
+from .column_call import ERROR, ColumnCall, Columns, Setup
 from .groups import Group, plan_groups
-from .runners import (
-    ERROR,
-    ArrowNode,
-    AsyncNode,
-    ColumnCall,
-    Columns,
-    GroupedNode,
-    Setup,
-    SyncNodes,
-)
+from .runners import ArrowNode, AsyncNode, GroupedNode, SyncNodes
 
 
 class PlanRunner:

@@ -1,7 +1,7 @@
 """How Daft functions tell the driver's callbacks what they did, one batch at a time.
 
     report = batch_report(events, runner)        # None without callbacks
-    report.record("embed", rows=512, seconds=0.8, cached=0)    # in a Daft function
+    report.record("embed", rows=512, seconds=0.8, cached=0, failed=0, retried=0)  # a batch
     report.drain()                               # on the driver, after each partition
 
 On the native runner, Daft functions run in this process: a record is queued and a thread
@@ -20,7 +20,8 @@ from typing import Any
 
 from ...runtime.events import Events
 
-Record = tuple[str, int, float, int]  # node id, rows computed, seconds, cached rows
+# node id, rows called, seconds, cached rows, failed rows, retries
+Record = tuple[str, int, float, int, int, int]
 
 _in_process: weakref.WeakValueDictionary[int, LocalReport] = weakref.WeakValueDictionary()
 

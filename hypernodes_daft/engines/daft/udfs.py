@@ -20,8 +20,9 @@ from daft import DataType
 
 from ...exceptions import ExecutionError, PlanningError, wrap_error
 from ...results import ErrorRecord
+from .column_call import ERROR, Columns
 from .groups import Group
-from .runners import ERROR, ArrowNode, Columns
+from .runners import ArrowNode
 from .types import PYTHON, to_column
 
 Output = tuple[str, str, DataType]  # (value name, column name, Daft type)
