@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from .callbacks import callback_list
 from .dataset import Column, as_inputs, materialize
 from .exceptions import PlanningError
 from .graph import build_graph
@@ -36,6 +35,7 @@ from .plan import (
     requested_outputs,
 )
 from .results import MapResults, check_on_error, skipped
+from .runtime.dispatch import callback_list
 
 _PLAN_CACHE_SIZE = 64
 

@@ -12,7 +12,6 @@ import threading
 
 import pytest
 
-from hypernodes_daft import callbacks as cb_module
 from hypernodes_daft.callbacks import (
     HOOKS,
     CallbackContext,
@@ -25,6 +24,7 @@ from hypernodes_daft.callbacks import (
     node_context,
     report_progress,
 )
+from hypernodes_daft.callbacks import progress as progress_module
 
 
 def root_ctx(pipeline_id: str = "root") -> CallbackContext:
@@ -229,6 +229,68 @@ def test_aggregated_events_reach_the_callbacks_that_take_them(progress):
     assert progress.node_bars["embed"].n == 10
     assert progress.main_bar.n == 10
     assert metrics.summary()["embed"]["calls"] == 4
+
+
+def test_engine_hooks_are_declared_with_the_dispatchers_argument_names():
+    dispatcher = {
+        "record_batch": ["node_id", "rows", "seconds", "cached", "errors"],
+        "advance_items": ["n", "cached"],
+        "record_retry": ["node_id"],
+    }
+    for hook, names in dispatcher.items():
+        ours = list(inspect.signature(getattr(PipelineCallback, hook)).parameters)
+        assert ours == ["self", *names], hook
+        # the dispatcher's method of the same name starts with the same arguments
+        theirs = list(inspect.signature(getattr(Callbacks, hook)).parameters)
+        assert theirs[1 : 1 + len(names)] == names, hook
+    callback = PipelineCallback()  # the defaults do nothing
+    callback.record_batch("a", 2, 0.1, cached=1, errors=1)
+    callback.advance_items(3, cached=1)
+    callback.record_retry("a")
+
+
+def test_engine_hooks_left_as_inherited_get_the_per_row_hooks():
+    log = []
+
+    class PerRow(Recorder):  # inherits record_batch/advance_items unchanged
+        def on_error(self, node_id, error, ctx):
+            log.append((self.name, "error", node_id, type(error).__name__))
+
+        def on_map_item_end(self, item_index, duration, ctx):
+            log.append((self.name, "item", item_index))
+
+    class Batches(PipelineCallback):
+        def record_batch(self, node_id, rows, seconds, cached=0, errors=0):
+            log.append(("batches", node_id, rows, cached, errors))
+
+        def on_node_start(self, node_id, inputs, ctx):  # not called per row: it takes batches
+            log.append(("batches", "start", node_id))
+
+    class Duck:  # not a PipelineCallback: having the method is implementing it
+        def advance_items(self, n, cached=0):
+            log.append(("duck", n, cached))
+
+        def record_retry(self, node_id):
+            log.append(("duck", "retry", node_id))
+
+    callbacks = Callbacks([PerRow("rows", log), Batches(), Duck()])
+    assert callbacks.wants_batches
+    callbacks.record_batch("a", 2, 1.0, cached=0, errors=1, ctx=root_ctx())
+    callbacks.advance_items(2, 0, root_ctx(), first=5, seconds=1.0)
+    callbacks.record_retry("a", 2)
+    assert log == [
+        ("batches", "a", 2, 0, 1),
+        ("rows", "start", "a"),
+        ("rows", "end", "a"),
+        ("rows", "start", "a"),
+        ("rows", "error", "a", "RowFailed"),
+        ("duck", 2, 0),
+        ("rows", "item", 5),
+        ("rows", "item", 6),
+        ("duck", "retry", "a"),
+        ("duck", "retry", "a"),
+    ]
+    assert not Callbacks([PerRow("rows", [])]).wants_batches
 
 
 # --------------------------------------------------------------------------------------
@@ -715,7 +777,7 @@ def test_report_progress_shows_a_sub_bar(progress):
         progress.on_node_end("slow", {}, 0.1, ctx)  # the call ended: sub-bar closed
     assert progress.sub_bars == {}
     progress.on_map_end(0.1, ctx)
-    assert progress not in cb_module._ACTIVE_PROGRESS
+    assert progress not in progress_module._ACTIVE_PROGRESS
 
 
 def test_report_progress_from_threads_reaches_every_active_progress():
@@ -747,5 +809,8 @@ def test_report_progress_from_threads_reaches_every_active_progress():
     finally:
         first.close()
         second.close()
-    assert first not in cb_module._ACTIVE_PROGRESS and second not in cb_module._ACTIVE_PROGRESS
+    assert (
+        first not in progress_module._ACTIVE_PROGRESS
+        and second not in progress_module._ACTIVE_PROGRESS
+    )
     report_progress(1, 2)  # nothing active any more: no error

@@ -4,10 +4,11 @@
     started = events.map_start(n) ... events.map_end(started)
 
 An engine makes one `Events` per `run`/`map`/`iter_map` call; the node runtime fires node
-hooks through it, the item runners item hooks (`runtime.item_runner`), and a nested
+hooks through it, the item runners item hooks (`runtime.items`), and a nested
 pipeline gets a child with a new context, as in 0.4. Process pools record the hooks in the
 worker (`RecordingEvents`) and replay them in the driver; Daft functions report per batch
-(`record_batch`).
+(`record_batch`). The hooks reach the callbacks through the dispatcher of `runtime.dispatch`:
+this layer never imports `hypernodes_daft.callbacks` (progress bars, metrics).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..callbacks import CallbackContext, Callbacks
 from .context import current_item
+from .dispatch import CallbackContext, Callbacks
 
 Values = dict[str, Any]
 
@@ -126,11 +127,11 @@ class Events:
         rows: int,
         seconds: float,
         cached: int,
-        failed: int = 0,
+        errors: int = 0,
         retried: int = 0,
     ) -> None:
         """A batch of a node's calls (DaftEngine): aggregates, or 0.4 hooks per row."""
-        self.sink.record_batch(node_id, rows, seconds, cached, failed, self.ctx)
+        self.sink.record_batch(node_id, rows, seconds, cached, errors, self.ctx)
         if retried:
             self.node_retry(node_id, retried)
 

@@ -17,8 +17,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from ...callbacks import callback_list
 from ...plan import MapPlan, RunPlan
+from ...runtime.dispatch import callback_list
 from ...runtime.events import Events, aobserved_stream, observed_map, observed_stream
 from ...runtime.items import RunItem, compile_run, map_items, stream_items
 from ...runtime.loop import run_coroutine, stream_in_thread
