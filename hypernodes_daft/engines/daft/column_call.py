@@ -223,16 +223,16 @@ class ColumnCall:
             raise wrapped from error
         errors[at] = wrapped
 
-    def reported(self, todo: Todo, started: float, failed: int) -> None:
+    def reported(self, todo: Todo, started: float, errors: int) -> None:
         """Tell the driver's callbacks about `todo`'s batch (if any listen): the rows
-        called, the hits (stored or shared), and `failed` of its rows."""
-        self.reported_rows(len(todo.rows), todo.cached, started, failed)
+        called, the hits (stored or shared), and how many of its rows failed (`errors`)."""
+        self.reported_rows(len(todo.rows), todo.cached, started, errors)
 
-    def reported_rows(self, rows: int, cached: int, started: float, failed: int = 0) -> None:
+    def reported_rows(self, rows: int, cached: int, started: float, errors: int = 0) -> None:
         if self.report is not None:
             seconds = time.perf_counter() - started
             retried = self._new_retries()
-            self.report.record(self.label, rows, seconds, cached, failed, retried)
+            self.report.record(self.label, rows, seconds, cached, errors, retried)
 
     def _retry(self) -> None:
         next(self.retried)

@@ -1,7 +1,7 @@
 """How Daft functions tell the driver's callbacks what they did, one batch at a time.
 
     report = batch_report(events, runner)        # None without callbacks
-    report.record("embed", rows=512, seconds=0.8, cached=0, failed=0, retried=0)  # a batch
+    report.record("embed", rows=512, seconds=0.8, cached=0, errors=0, retried=0)  # a batch
     report.drain()                               # on the driver, after each partition
 
 On the native runner, Daft functions run in this process: a record is queued and a thread
@@ -20,7 +20,7 @@ from typing import Any
 
 from ...runtime.events import Events
 
-# node id, rows called, seconds, cached rows, failed rows, retries
+# node id, rows called, seconds, cached rows, rows that failed (errors), retries
 Record = tuple[str, int, float, int, int, int]
 
 _in_process: weakref.WeakValueDictionary[int, LocalReport] = weakref.WeakValueDictionary()
@@ -44,9 +44,9 @@ class LocalReport:
         _in_process[id(self)] = self
 
     def record(
-        self, node_id: str, rows: int, seconds: float, cached: int, failed: int, retried: int
+        self, node_id: str, rows: int, seconds: float, cached: int, errors: int, retried: int
     ) -> None:
-        self._queue.put((node_id, rows, seconds, cached, failed, retried))
+        self._queue.put((node_id, rows, seconds, cached, errors, retried))
 
     def drain(self) -> None:
         """Wait until every record queued so far has been fired."""
@@ -89,9 +89,9 @@ class RayReport:
         return cls(events, collector.remote())
 
     def record(
-        self, node_id: str, rows: int, seconds: float, cached: int, failed: int, retried: int
+        self, node_id: str, rows: int, seconds: float, cached: int, errors: int, retried: int
     ) -> None:
-        self.actor.add.remote((node_id, rows, seconds, cached, failed, retried))  # no wait
+        self.actor.add.remote((node_id, rows, seconds, cached, errors, retried))  # no wait
 
     def drain(self) -> None:
         import ray
