@@ -9,7 +9,7 @@ max_concurrency=...)` variant is compared with a baseline measured in the same r
 - async `asyncio.sleep(0.1)`, map_executor="async": 50 items <= 1.05x `asyncio.gather`;
   10,000 items with max_concurrency=10000 <= 1.3x `asyncio.gather`.
 - trivial sync 3-node chain, 10,000 items, map_executor="async": <= 30 us per item.
-- seed 001: load_data -> (compute_a, compute_b) -> combine, 0.1 s each,
+- a diamond, load_data -> (compute_a, compute_b) -> combine, 0.1 s each,
   node_executor="threaded": <= 0.35 s (sequential: about 0.4 s).
 Executors the engine does not support yet show as "unsupported".
 """
@@ -244,7 +244,7 @@ def async_overhead(report, smoke, repeats):
 
 def node_level(report, smoke, repeats):
     delay = 0.01 if smoke else 0.1
-    workload = f"seed 001: load -> (a, b) -> combine, {delay} s each"
+    workload = f"diamond: load -> (a, b) -> combine, {delay} s each"
     pipeline = Pipeline(nodes=[load_data, compute_a, compute_b, combine])
     inputs = {"delay": delay}
     expected = {"data": [1, 2, 3, 4, 5], "stat_a": 15, "stat_b": 5, "result": {"sum": 15, "max": 5}}

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     from .callbacks import MetricsCallback, ProgressCallback
-    from .io import count_rows, read_parquet, write_parquet
+    from .dataset import count_rows
+    from .io import read_parquet, write_parquet
 
     pipeline = load_pipeline(args.target)
     bindings = parse_settings(args.set)

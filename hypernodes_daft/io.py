@@ -51,10 +51,3 @@ def write_parquet(
     if not hasattr(engine, "write_parquet"):
         raise TypeError(f"write_parquet needs a DaftEngine, got {type(engine).__name__}")
     return engine.write_parquet(plan, values, path, **pipeline._options(), **options)
-
-
-def count_rows(files: list[str]) -> int:
-    """The rows in these Parquet files, from their footers (no data is read)."""
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields
 from typing import Any, Protocol, runtime_checkable
 
 from ._hashing import hash_code
-from .results import ERROR_FIELD, check_on_error
-from .runtime.limits import ClusterLimit
+from .options import NodeOptions
+from .results import ERROR_FIELD
 
 OutputName = str | tuple[str, ...]
 
@@ -69,77 +69,6 @@ def normalize_output_name(output_name: Any, owner: str) -> tuple[str, ...]:
             "failed items (on_error='collect'); choose another name"
         )
     return names
-
-
-@dataclass(frozen=True)
-class NodeOptions:
-    """How the runtime calls a node: every option of `@node`, with its default, in one place.
-
-    Checked once, when the node is made (`checked`); every engine reads them from here
-    (`step.options` in a plan).
-
-    - `cache`: look up and store the node's results in the engine's cache.
-    - `batch`: the function takes whole columns (pyarrow Arrays; `@stateful` objects stay
-      scalars) and returns one value per row: an Arrow call (runtime/arrow_calls.py).
-    - `max_concurrency`: calls in flight at once in one process (on Daft/Ray: per worker
-      process); `ClusterLimit(N)`: across the whole Ray cluster.
-    - `retries`, `backoff`, `retry_on`: re-call on one of `retry_on`, waiting
-      `backoff * 2**attempt` seconds plus jitter. `timeout`: fail a call after that many
-      seconds (an async call is cancelled). `breaker`: a `CircuitBreaker` shared by nodes
-      calling one service. `rate_limit`: call starts per second (per process).
-    - `on_error`: "raise", "skip" or "collect" for this node (None: the run's).
-    - `batch_size`, `batch_delay`: request grouping (runtime/grouping.py): the function
-      takes lists; up to `batch_size` concurrent calls waiting at most `batch_delay`
-      seconds go out as one call.
-    """
-
-    cache: bool = True
-    batch: bool = False
-    max_concurrency: int | ClusterLimit | None = None
-    retries: int = 0
-    backoff: float = 0.1
-    retry_on: tuple[type[BaseException], ...] = (Exception,)
-    timeout: float | None = None
-    breaker: Any = None
-    rate_limit: float | None = None
-    on_error: str | None = None
-    batch_size: int | None = None
-    batch_delay: float = 0.05
-
-    def checked(self, name: str) -> NodeOptions:
-        """These options, after checking each one; errors name node `name`."""
-        owner = f"node '{name}'"
-        if not isinstance(self.max_concurrency, ClusterLimit):
-            _positive_or_none(self.max_concurrency, "max_concurrency (or a ClusterLimit)", owner)
-        if not isinstance(self.retries, int) or self.retries < 0:
-            raise ValueError(f"{owner}: retries must be an int >= 0, got {self.retries!r}")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ValueError(f"{owner}: timeout must be > 0 seconds, got {self.timeout!r}")
-        if self.rate_limit is not None and self.rate_limit <= 0:
-            raise ValueError(f"{owner}: rate_limit must be > 0 calls/s")
-        if self.on_error is not None:
-            check_on_error(self.on_error, owner)
-        _positive_or_none(self.batch_size, "batch_size", owner)
-        if self.batch_delay < 0:
-            raise ValueError(f"{owner}: batch_delay must be >= 0 seconds")
-        if self.batch_size is not None and self.batch:
-            raise ValueError(
-                f"{owner}: batch=True (Arrow arrays per Daft batch) and batch_size "
-                "(lists of concurrent items) are two ways of batching; choose one"
-            )
-        return replace(self, retry_on=tuple(self.retry_on))
-
-
-DEFAULT_OPTIONS = NodeOptions()
-
-
-def options_of(node: Any) -> NodeOptions:
-    """A node's options; a node of another kind (a HyperNode of the user's) has the
-    defaults, with its `cache` flag."""
-    options = getattr(node, "options", None)
-    if isinstance(options, NodeOptions):
-        return options
-    return replace(DEFAULT_OPTIONS, cache=bool(getattr(node, "cache", True)))
 
 
 class Node:
@@ -224,11 +153,13 @@ def node(output_name: OutputName | Callable[..., Any] | None = None, **options: 
 
 
 def _options(name: str, **options: Any) -> NodeOptions:
-    try:
-        return NodeOptions(**options).checked(name)
-    except TypeError as error:
-        known = ", ".join(f.name for f in fields(NodeOptions))
-        raise TypeError(f"node '{name}': {error} (the options are: {known})") from None
+    known = [f.name for f in fields(NodeOptions)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(
+            f"node '{name}': unknown option(s) {unknown}; the options are: {', '.join(known)}"
+        )
+    return NodeOptions(**options).checked(name)
 
 
 def _parameters(func: Callable[..., Any], name: str) -> tuple[tuple[str, ...], dict[str, Any]]:
@@ -260,9 +191,3 @@ def _is_async(func: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
         getattr(func, "__call__", None)  # noqa: B004 - an object with `async def __call__`
     )
-
-
-def _positive_or_none(value: int | None, what: str, owner: str) -> int | None:
-    if value is not None and (not isinstance(value, int) or value < 1):
-        raise ValueError(f"{owner}: {what} must be a positive int or None, got {value!r}")
-    return value

@@ -22,7 +22,7 @@ from typing import Any
 from .dataset import Column, dataset_of
 from .exceptions import DependencyError, PlanningError
 from .graph import Graph, node_label
-from .node import DEFAULT_OPTIONS, NodeOptions, options_of
+from .options import DEFAULT_OPTIONS, NodeOptions, options_of
 
 MAP_MODES = ("zip", "product")
 

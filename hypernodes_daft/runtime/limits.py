@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ..options import SharedLimit
+
 
 class _Slots:
     """Permits for calls in flight on one event loop. Unlike a semaphore, a batch that fits
@@ -69,11 +71,11 @@ class LoopSlots:
 
 
 def limit_calls(
-    func: Callable[..., Any], is_async: bool, limit: int | LoopSlots | ClusterLimit
+    func: Callable[..., Any], is_async: bool, limit: int | LoopSlots | SharedLimit
 ) -> Callable[..., Any]:
     """`func` with at most `limit` calls in flight at once (async: per event loop; a
     LoopSlots given is shared with whoever else holds it; a ClusterLimit: cluster-wide)."""
-    if isinstance(limit, ClusterLimit):
+    if isinstance(limit, SharedLimit):  # a ClusterLimit, say
         return limit.bound(func, is_async)
     if is_async:
         loops = limit if isinstance(limit, LoopSlots) else LoopSlots(limit)

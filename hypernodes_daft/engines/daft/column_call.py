@@ -23,10 +23,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ...options import SharedLimit
 from ...plan import Step
 from ...results import ERROR_FIELD
 from ...runtime.context import node_context
-from ...runtime.limits import ClusterLimit, LoopSlots
+from ...runtime.limits import LoopSlots
 from ...runtime.node_call import CALL, HIT, NO_SERVICES, PreparedNode, Services
 
 Columns = dict[str, Any]  # name -> list of values, one per row
@@ -70,7 +71,7 @@ class ColumnCall:
         constants: dict[str, Any],
         setup: Setup,
         lineage: str,
-        slots: LoopSlots | ClusterLimit | None = None,
+        slots: LoopSlots | SharedLimit | None = None,
     ):
         # the rows of a batch report to the driver in one record, not as events per call
         self.node = PreparedNode(step, lineage, replace(setup.services, events=None))
@@ -85,7 +86,7 @@ class ColumnCall:
         self.func: Callable[..., Any] = func if positional else _by_name(func, step.args)
         # a sync node given its own bound does I/O: its rows run on that many threads
         bound = step.options.max_concurrency
-        if isinstance(bound, ClusterLimit):
+        if isinstance(bound, SharedLimit):
             bound = min(bound.limit, setup.limit)
         self.threads: int | None = bound if not step.is_async and bound and bound > 1 else None
         self._pool: ThreadPoolExecutor | None = None

@@ -21,9 +21,8 @@ from typing import Any
 import daft
 from daft import col
 
-from ...dataset import Column, dataset_of
+from ...dataset import Column, count_rows, dataset_of
 from ...exceptions import ExecutionError, PlanningError
-from ...io import count_rows
 from ...plan import MapPlan, RunPlan, iter_rows
 from ...results import ERROR_FIELD, record_from_row
 from ...runtime.dispatch import callback_list

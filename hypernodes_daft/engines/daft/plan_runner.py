@@ -17,9 +17,10 @@ from typing import Any
 
 from ...cache import lineages
 from ...exceptions import ExecutionError
+from ...options import SharedLimit
 from ...plan import RunPlan, Step, check_map_inputs, iter_rows
 from ...runtime.items import compile_run, map_items, node_calls
-from ...runtime.limits import ClusterLimit, LoopSlots
+from ...runtime.limits import LoopSlots
 from .column_call import ERROR, ColumnCall, Columns, Setup
 from .groups import Group, plan_groups
 from .runners import ArrowNode, AsyncNode, GroupedNode, SyncNodes
@@ -203,12 +204,12 @@ def make_runner(group: Group, constants: dict[str, Any], setup: Setup, keys: dic
     return ArrowNode(calls[0])
 
 
-def _bounds(step: Step, setup: Setup) -> tuple[int, ClusterLimit | None]:
+def _bounds(step: Step, setup: Setup) -> tuple[int, SharedLimit | None]:
     """A node's calls in flight per process (its own bound, else the engine's), and its
     ClusterLimit if it has one (then the process bound is the engine's; the cluster's
     slots are taken per call)."""
     bound = step.options.max_concurrency
-    if isinstance(bound, ClusterLimit):
+    if isinstance(bound, SharedLimit):
         return setup.limit, bound
     return bound or setup.limit, None
 

@@ -1,4 +1,5 @@
-"""Seed 001 (engine docs): its sequential, offline examples, run with `hypernodes_daft`.
+"""The engine guide's examples that need no network, on the sequential engines and DaftEngine:
+a diamond of sleeping nodes, a CPU-bound fib map, a NumPy matmul map.
 
 Sizes are reduced (fib 10..15 instead of 35..38, 4x4 matrices instead of 1000x1000).
 """
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from hypernodes_daft import HypernodesEngine, Pipeline, node
-from hypernodes_daft.engines import DaftEngine  # the import path seed 001 uses
+from hypernodes_daft.engines import DaftEngine  # the guide imports it from engines
 
 SEQUENTIAL_ENGINES = [
     pytest.param(lambda: HypernodesEngine(), id="default"),
