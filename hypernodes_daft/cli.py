@@ -194,49 +194,10 @@ def make_engine(args: argparse.Namespace, callbacks: list[Any] | None = None) ->
     if args.engine == "local":
         from .engines.local import HypernodesEngine
 
-        return _LocalWriter(HypernodesEngine(cache=cache, callbacks=callbacks))
+        return HypernodesEngine(cache=cache, callbacks=callbacks)
     from .engines.daft import DaftEngine
 
     return DaftEngine(runner=args.runner, address=args.address, cache=cache, callbacks=callbacks)
-
-
-class _LocalWriter:
-    """The local engine behind `write_parquet`: results become a Daft frame to write."""
-
-    reads_datasets = False
-
-    def __init__(self, engine: Any):
-        self.engine = engine
-
-    def write_parquet(
-        self,
-        plan: Any,
-        inputs: dict[str, Any],
-        path: str,
-        cache: Any = None,
-        callbacks: Any = None,
-        on_error: str = "raise",
-        **options: Any,
-    ) -> list[str]:
-        """Like `DaftEngine.write_parquet`: when failures may be kept, an `_error` struct
-        column (null where the row succeeded; the failed rows' outputs are null), and the
-        rows failed under on_error "skip" left out."""
-        import daft
-        import pyarrow as pa
-
-        from .engines.daft.types import ERROR_TYPE
-        from .results import ERROR_FIELD, error_of, skipped
-        from .runtime.items import may_settle
-
-        results = self.engine.map(plan, inputs, cache, callbacks, on_error)
-        kept = [i for i, result in enumerate(results) if not skipped(result)]
-        rows = [results[i] for i in kept]
-        columns = {name: [inputs[name][i] for i in kept] for name in plan.map_over}
-        columns.update({name: [row.get(name) for row in rows] for name in plan.item.outputs})
-        if may_settle(plan.item, on_error):
-            records = [None if (r := error_of(row)) is None else r.as_row() for row in rows]
-            columns[ERROR_FIELD] = pa.array(records, type=ERROR_TYPE.to_arrow_dtype())
-        return list(daft.from_pydict(columns).write_parquet(path, **options).to_pydict()["path"])
 
 
 def _check_columns(

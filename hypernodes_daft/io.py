@@ -12,9 +12,13 @@ engines read the columns they map over into Python lists first. A `pyarrow.Table
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .dataset import Dataset
+
+if TYPE_CHECKING:
+    from .engines.protocol import Engine
+    from .pipeline import Pipeline
 
 
 def read_parquet(path: str | list[str], **options: Any) -> Dataset:
@@ -31,23 +35,22 @@ def read_parquet(path: str | list[str], **options: Any) -> Dataset:
 
 
 def write_parquet(
-    pipeline: Any,
+    pipeline: Pipeline,
     inputs: Any,
     path: str,
     map_over: str | list[str] | None = None,
     output_name: str | list[str] | None = None,
-    engine: Any = None,
+    engine: Engine | None = None,
     **options: Any,
 ) -> list[str]:
-    """Map `pipeline` over `inputs` on a DaftEngine and write inputs and outputs as Parquet
-    under `path`; returns the files written.
+    """Map `pipeline` over `inputs` (on a DaftEngine unless `engine` says otherwise) and
+    write inputs and outputs as Parquet under `path`; returns the files written. The same
+    as `pipeline.write_parquet(...)`, whose `on_error` and writer options `options` takes.
 
         write_parquet(pipeline, read_parquet("in/*.parquet"), "out/", map_over="text")
     """
-    from .engines.daft import DaftEngine
+    if engine is None:
+        from .engines.daft import DaftEngine
 
-    engine = engine or DaftEngine()
-    engine, plan, values = pipeline._map_call(inputs, map_over, "zip", output_name, engine)
-    if not hasattr(engine, "write_parquet"):
-        raise TypeError(f"write_parquet needs a DaftEngine, got {type(engine).__name__}")
-    return engine.write_parquet(plan, values, path, **pipeline._options(), **options)
+        engine = DaftEngine()
+    return pipeline.write_parquet(inputs, path, map_over, output_name, engine, **options)

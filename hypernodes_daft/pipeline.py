@@ -17,7 +17,7 @@ pipeline.run(inputs={"x": 5}, output_name="doubled")  # only `double` runs
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .dataset import Column, as_inputs, materialize
 from .exceptions import PlanningError
@@ -37,6 +37,9 @@ from .plan import (
 from .results import MapResults, check_on_error, skipped
 from .runtime.dispatch import callback_list
 
+if TYPE_CHECKING:  # the contract only: importing pipeline.py loads no engine
+    from .engines.protocol import Engine
+
 _PLAN_CACHE_SIZE = 64
 
 
@@ -51,13 +54,13 @@ class Pipeline:
     def __init__(
         self,
         nodes: list[Any],
-        engine: Any = None,
+        engine: Engine | None = None,
         name: str | None = None,
         cache: Any = None,
         callbacks: list[Any] | None = None,
     ):
         self.nodes = nodes
-        self.engine = engine if engine is not None else _default_engine()
+        self.engine: Engine = engine if engine is not None else _default_engine()
         self.name = name
         self.cache = cache
         self.callbacks = callback_list(callbacks, "Pipeline")
@@ -80,7 +83,7 @@ class Pipeline:
         self,
         inputs: dict[str, Any] | None = None,
         output_name: str | list[str] | None = None,
-        engine: Any = None,
+        engine: Engine | None = None,
         on_error: str = "raise",
     ) -> dict[str, Any]:
         """Run the pipeline once; returns the outputs (all of them, or those asked for).
@@ -95,7 +98,7 @@ class Pipeline:
         map_over: str | list[str] | None = None,
         map_mode: str = "zip",
         output_name: str | list[str] | None = None,
-        engine: Any = None,
+        engine: Engine | None = None,
         on_error: str = "raise",
     ) -> MapResults:
         """Run the pipeline once per item of the `map_over` lists; one dict per item, in order.
@@ -121,7 +124,7 @@ class Pipeline:
         map_over: str | list[str] | None = None,
         map_mode: str = "zip",
         output_name: str | list[str] | None = None,
-        engine: Any = None,
+        engine: Engine | None = None,
         on_error: str = "raise",
     ) -> Iterator[tuple[int, dict[str, Any]]]:
         """`map`, streamed: `(index, outputs)` per item as soon as it is done, without
@@ -143,7 +146,7 @@ class Pipeline:
         map_over: str | list[str] | None = None,
         map_mode: str = "zip",
         output_name: str | list[str] | None = None,
-        engine: Any = None,
+        engine: Engine | None = None,
         on_error: str = "raise",
     ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
         """`iter_map` for async code: `async for index, outputs in pipeline.aiter_map(...)`."""
@@ -154,7 +157,7 @@ class Pipeline:
         self,
         inputs: dict[str, Any] | None = None,
         output_name: str | list[str] | None = None,
-        engine: Any = None,
+        engine: Engine | None = None,
         on_error: str = "raise",
     ) -> dict[str, Any]:
         """`run` for async code: `await pipeline.arun(inputs={...})`."""
@@ -168,7 +171,7 @@ class Pipeline:
         map_over: str | list[str] | None = None,
         map_mode: str = "zip",
         output_name: str | list[str] | None = None,
-        engine: Any = None,
+        engine: Engine | None = None,
         on_error: str = "raise",
     ) -> MapResults:
         """`map` for async code: `await pipeline.amap(inputs={...}, map_over="x")`."""
@@ -176,6 +179,27 @@ class Pipeline:
         engine, plan, values = call
         results = await engine.amap(plan, values, **self._options(on_error))
         return self._map_results(results, call, output_name, on_error)
+
+    def write_parquet(
+        self,
+        inputs: Any,
+        path: str,
+        map_over: str | list[str] | None = None,
+        output_name: str | list[str] | None = None,
+        engine: Engine | None = None,
+        on_error: str = "raise",
+        **options: Any,
+    ) -> list[str]:
+        """`map` (zip mode), written as Parquet under `path`: the mapped inputs (on
+        DaftEngine, every column of a dataset), then the outputs; returns the files written.
+        With on_error "collect" or "skip" an `_error` struct column holds each failed row's
+        record (its outputs are null); rows failed under "skip" are left out. `options` go
+        to the writer (`daft.DataFrame.write_parquet`: `write_mode="overwrite"`, ...).
+
+            files = pipeline.write_parquet(read_parquet("in/*.parquet"), "out/", map_over="text")
+        """
+        engine, plan, values = self._map_call(inputs, map_over, "zip", output_name, engine)
+        return engine.write_parquet(plan, values, path, **self._options(on_error), **options)
 
     def plan(
         self,
@@ -207,7 +231,7 @@ class Pipeline:
         self._changed()
         return self
 
-    def with_engine(self, engine: Any) -> Pipeline:
+    def with_engine(self, engine: Engine) -> Pipeline:
         self.engine = engine
         return self
 
@@ -274,7 +298,7 @@ class Pipeline:
     def _map_results(
         self,
         results: Any,
-        call: tuple[Any, MapPlan, dict[str, Any]],
+        call: tuple[Engine, MapPlan, dict[str, Any]],
         output_name: Any,
         on_error: str,
     ) -> Any:
@@ -297,14 +321,14 @@ class Pipeline:
         return {**self._bound, **inputs} if inputs else dict(self._bound)
 
     def _map_call(
-        self, inputs: Any, map_over: Any, map_mode: str, output_name: Any, engine: Any
-    ) -> tuple[Any, MapPlan, dict[str, Any]]:
+        self, inputs: Any, map_over: Any, map_mode: str, output_name: Any, engine: Engine | None
+    ) -> tuple[Engine, MapPlan, dict[str, Any]]:
         """What every kind of map needs: the engine, the plan and the merged inputs."""
         engine = engine or self.engine
         values, map_over = self._map_inputs(inputs, map_over, engine)
         return engine, self._map_plan(values, map_over, map_mode, output_name), values
 
-    def _map_inputs(self, inputs: Any, map_over: Any, engine: Any) -> tuple[dict[str, Any], Any]:
+    def _map_inputs(self, inputs: Any, map_over: Any, engine: Engine) -> tuple[dict[str, Any], Any]:
         """The merged inputs and map_over of a map; dataset columns are read into lists
         unless the engine reads datasets itself."""
         values = self._merged(inputs)
@@ -320,7 +344,7 @@ class Pipeline:
                 f"pipeline '{self.label}': inputs {unmapped} are dataset columns but not in "
                 f"map_over {list(names)}; map over them or pass single values"
             )
-        if not getattr(engine, "reads_datasets", False):
+        if not engine.reads_datasets:
             values = materialize(values, names, f"pipeline '{self.label}'")
         return values, map_over
 
@@ -390,7 +414,7 @@ class _MapSource:
     def __init__(
         self,
         pipeline: Pipeline,
-        call: tuple[Any, MapPlan, dict[str, Any]],
+        call: tuple[Engine, MapPlan, dict[str, Any]],
         output_name: Any,
         on_error: str,
     ):
@@ -445,7 +469,7 @@ def _as_graph_node(item: Any, position: int) -> Any:
     )
 
 
-def _default_engine() -> Any:
+def _default_engine() -> Engine:
     from .engines.local import HypernodesEngine
 
     return HypernodesEngine()

@@ -68,6 +68,16 @@ class ErrorRecord:
         return f"{where}node '{self.path}' raised {self.error_type}: {self.message}"
 
 
+def error_arrow_type() -> Any:
+    """The Arrow type of an ErrorRecord as a struct value (`as_row`): the `_error` column
+    of the frames and Parquet files every engine writes."""
+    import pyarrow as pa  # when asked: importing the vocabulary loads no Arrow
+
+    # every field a string but the count of attempts
+    fields = [(n, pa.int64() if n == "attempts" else pa.string()) for n in RECORD_FIELDS]
+    return pa.struct(fields)
+
+
 def format_path(path: Iterable[str | int]) -> str:
     """`["embed", 1, "tokenize"]` -> `"embed[1].tokenize"`."""
     text = ""

@@ -9,6 +9,7 @@ each test gets a fresh one from the `service` fixture. Sync nodes call it with h
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -171,6 +172,53 @@ def test_identical_calls_in_flight_are_made_once(service, sessions, engines, eng
 # -- circuit breaker --------------------------------------------------------------------------
 
 BREAKER_CASES = [("async", "async", 300), ("threaded", "sync", 300), ("daft", "async", 120)]
+SLOTS = 4  # max_concurrency of the node in map_until_the_service_dies
+
+
+class WatchedBreaker(CircuitBreaker):
+    """A CircuitBreaker that also counts what it is told (`record`), in the order it is told:
+    `breaks`, successes told while closed after a failure (each ends a run of failures), and
+    `while_open`, outcomes told once open (calls admitted before it opened)."""
+
+    def __init__(self, failures: int = 5, cooldown: float = 30.0):
+        super().__init__(failures, cooldown)
+        self.watch = threading.Lock()
+        self.failed = False
+        self.breaks = self.while_open = 0
+
+    def record(self, succeeded: bool, *ticket: Any) -> None:
+        with self.watch:
+            if self.is_open:
+                self.while_open += 1
+            elif succeeded and self.failed:
+                self.breaks += 1
+            self.failed |= not succeeded
+            super().record(succeeded, *ticket)
+
+
+def assert_the_breaker_cut(dead: list[bool], breaker: WatchedBreaker) -> None:
+    """What a breaker with `failures=5` and a long cool-down guarantees against a service
+    that died mid-map, with `SLOTS` calls at most in flight (the breaker is asked once a call
+    holds its slot). `dead`: one entry per call that found the service dead, whether the
+    circuit was open then.
+
+    - Once open, the circuit stays open: no call finds it closed again.
+    - Only calls already holding a slot when it opened reach the service after: the other
+      `SLOTS - 1` (the call that opened it holds one); calls waiting for a slot then do not.
+    - It opens at the 5th failure in a row, in the order the breaker is told them. A call
+      the service answered just before it died may be read after other calls found it
+      dead (a thread waiting for the GIL on a busy machine): that success ends the run, so
+      the breaker lets `4` more calls through for each such success (`breaks`: at most
+      `SLOTS - 1`, the calls in flight when the service died).
+    """
+    failures = breaker.failures
+    assert breaker.is_open and dead == sorted(dead), dead  # False ... False True ... True
+    in_flight = f"{breaker.while_open} outcomes told with the circuit open"
+    assert sum(dead) <= breaker.while_open <= SLOTS - 1, in_flight
+    assert breaker.breaks <= SLOTS - 1
+    bound = failures + (failures - 1) * breaker.breaks + SLOTS - 1
+    calls = f"{len(dead)} calls, {sum(dead)} with the circuit open, {breaker.breaks} breaks"
+    assert len(dead) <= bound, calls
 
 
 def map_until_the_service_dies(
@@ -190,23 +238,28 @@ def map_until_the_service_dies(
     service.restart()
     service.configure(latency=0.005, kill_after=40)
     dead: list[bool] = []
+    lock = threading.Lock()  # `dead` in the order the circuit's state was read
     call = fetch_node(service.url, kind, sessions).func
+
+    def note_dead() -> None:
+        with lock:
+            dead.append(breaker is not None and breaker.is_open)
 
     def counted(item: int) -> Any:
         try:
             return call(item)
         except CONNECTION_ERRORS:
-            dead.append(breaker is not None and breaker.is_open)
+            note_dead()
             raise
 
     async def acounted(item: int) -> int:
         try:
             return await call(item)
         except CONNECTION_ERRORS:
-            dead.append(breaker is not None and breaker.is_open)
+            note_dead()
             raise
 
-    options = {"retries": 3, "backoff": 0.01, "retry_on": TRANSIENT, "max_concurrency": 4}
+    options = {"retries": 3, "backoff": 0.01, "retry_on": TRANSIENT, "max_concurrency": SLOTS}
     fetch = node(output_name="value", breaker=breaker, **options)(
         acounted if kind == "async" else counted
     )
@@ -259,7 +312,7 @@ def test_with_the_service_killed_mid_map_collect_keeps_every_item_and_the_breake
     unguarded, _ = map_until_the_service_dies(
         service, engine, kind, sessions, n_items, None, "collect"
     )
-    breaker = CircuitBreaker(failures=5, cooldown=60)
+    breaker = WatchedBreaker(failures=5, cooldown=60)
     guarded, results = map_until_the_service_dies(
         service, engine, kind, sessions, n_items, breaker, "collect"
     )
@@ -275,8 +328,9 @@ def test_with_the_service_killed_mid_map_collect_keeps_every_item_and_the_breake
         assert record.error_type in {"CircuitOpenError", *subclass_names(CONNECTION_ERRORS)}
         assert record.on_error == "collect" and 1 <= record.attempts <= 4
     assert {r.error_type for r in results.errors} >= {"CircuitOpenError"}
+    assert_the_breaker_cut(guarded, breaker)
     calls = f"{len(guarded)} calls with the breaker, {len(unguarded)} without"
-    assert len(guarded) <= 5 + 4 and 4 * len(guarded) <= len(unguarded), calls
+    assert 4 * len(guarded) <= len(unguarded), calls
 
 
 @pytest.mark.parametrize(("engine_name", "kind", "n_items"), BREAKER_CASES)
@@ -284,13 +338,16 @@ def test_calls_waiting_for_a_concurrency_slot_do_not_get_past_an_open_circuit(
     service, sessions, engines, engine_name, kind, n_items
 ):
     """5 failures open the circuit; only calls already holding one of the 4 slots may still
-    reach the dead service. A call admitted by the breaker *before* waiting for its slot
-    reaches it after the circuit opened (hypernodes_daft/runtime/resilience.py `resilient` wraps the
-    concurrency limit inside the breaker)."""
-    breaker = CircuitBreaker(failures=5, cooldown=60)
+    reach the dead service (`assert_the_breaker_cut`). A call admitted by the breaker *before*
+    waiting for its slot would reach it after the circuit opened
+    (hypernodes_daft/runtime/resilience.py `resilient` asks the breaker inside the
+    concurrency limit). Not `len(dead) <= 5 + 4`: a request answered just before the service
+    died, read after calls found it dead, ends the run of failures (`breaks`); and a call
+    admitted before the circuit opened must not close it when it ends (it used to)."""
+    breaker = WatchedBreaker(failures=5, cooldown=60)
     engine = engines(engine_name)
     dead, _ = map_until_the_service_dies(service, engine, kind, sessions, n_items, breaker)
-    assert len(dead) <= 5 + 4, f"{len(dead)} calls, {sum(dead)} of them with the circuit open"
+    assert_the_breaker_cut(dead, breaker)
 
 
 @pytest.mark.parametrize(
@@ -298,8 +355,9 @@ def test_calls_waiting_for_a_concurrency_slot_do_not_get_past_an_open_circuit(
 )
 def test_a_retry_backoff_holds_no_concurrency_slot(service, sessions, engines, engine_name, kind):
     """Item 0's first attempt gets a 503 and waits 0.3 s before its retry; with
-    `max_concurrency=1` the other items use the slot meanwhile (hypernodes_daft/runtime/resilience.py:
-    "Backoff ... never holds a concurrency slot: the limit wraps one attempt")."""
+    `max_concurrency=1` the other items use the slot meanwhile
+    (hypernodes_daft/runtime/resilience.py: "Backoff ... never holds a concurrency slot:
+    the limit wraps one attempt")."""
     service.configure(fail_ids={0: 1})
     ids = list(range(6))
     fetch = fetch_node(

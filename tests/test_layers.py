@@ -50,6 +50,10 @@ RULES = {
 # (pipeline._default_engine), so importing pipeline.py loads no engine.
 LAZY_EXCEPTIONS = {("pipeline", "engines.local")}
 
+# (module, imported module) allowed only under `if TYPE_CHECKING:`: the pipeline's `engine`
+# is typed with the engines' contract, while importing pipeline.py still loads no engine.
+TYPING_EXCEPTIONS = {("pipeline", "engines.protocol")}
+
 
 def relative(module: str) -> str:
     return module.removeprefix(f"{PACKAGE}.")
@@ -77,12 +81,15 @@ MODULES = package_modules()
 
 
 def imports(module: str, is_package: bool, source: str):
-    """(imported package module, line, inside a function) for each import in `source`."""
+    """(imported package module, line, inside a function, under `if TYPE_CHECKING:`) for
+    each import in `source`."""
     tree = ast.parse(source)
     functions = (
         n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
     )
     lazy = {id(inner) for f in functions for inner in ast.walk(f)}
+    checks = (n for n in ast.walk(tree) if isinstance(n, ast.If) and _is_type_checking(n.test))
+    typing_only = {id(inner) for n in checks for stmt in n.body for inner in ast.walk(stmt)}
     here = module.split(".") if is_package else module.split(".")[:-1]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -100,22 +107,34 @@ def imports(module: str, is_package: bool, source: str):
             continue
         for target in targets:
             if target == PACKAGE or target.startswith(f"{PACKAGE}."):
-                yield target, node.lineno, id(node) in lazy
+                yield target, node.lineno, id(node) in lazy, id(node) in typing_only
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    """`TYPE_CHECKING` or `typing.TYPE_CHECKING`."""
+    name = test.attr if isinstance(test, ast.Attribute) else getattr(test, "id", None)
+    return name == "TYPE_CHECKING"
 
 
 def violations(module: str, is_package: bool, source: str) -> list[str]:
     """Each forbidden import of `module` as 'module -> imported module (line N)'."""
     found = []
-    for target, line, lazy in imports(module, is_package, source):
+    for target, line, lazy, typing_only in imports(module, is_package, source):
         banned = {b for layer in layers_of(module) for b in RULES.get(layer, ())}
         crossed = banned & layers_of(target)
-        excepted = lazy and any(
-            relative(module) == m and (relative(target) + ".").startswith(f"{t}.")
-            for m, t in LAZY_EXCEPTIONS
+        excepted = (lazy and _excepted(module, target, LAZY_EXCEPTIONS)) or (
+            typing_only and _excepted(module, target, TYPING_EXCEPTIONS)
         )
         if crossed and not excepted:
             found.append(f"{relative(module)} -> {relative(target)} (line {line})")
     return sorted(set(found))
+
+
+def _excepted(module: str, target: str, exceptions: set[tuple[str, str]]) -> bool:
+    return any(
+        relative(module) == m and (relative(target) + ".").startswith(f"{t}.")
+        for m, t in exceptions
+    )
 
 
 def test_imports_point_down_the_layers():
@@ -148,3 +167,14 @@ def test_the_rules_bite():
     assert violations(f"{PACKAGE}.pipeline", False, lazy) == []
     eager = "from .engines.local import HypernodesEngine\n"
     assert violations(f"{PACKAGE}.pipeline", False, eager) == ["pipeline -> engines.local (line 1)"]
+    # the engine contract: allowed for type checking only, and only the contract
+    typing_only = "if TYPE_CHECKING:\n    from .engines.protocol import Engine\n"
+    assert violations(f"{PACKAGE}.pipeline", False, typing_only) == []
+    contract = "from .engines.protocol import Engine\n"
+    assert violations(f"{PACKAGE}.pipeline", False, contract) == [
+        "pipeline -> engines.protocol (line 1)"
+    ]
+    engine = "if TYPE_CHECKING:\n    from .engines.local import HypernodesEngine\n"
+    assert violations(f"{PACKAGE}.pipeline", False, engine) == [
+        "pipeline -> engines.local (line 2)"
+    ]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -17,6 +20,8 @@ from hypernodes_daft import (
     Pipeline,
     node,
 )
+from hypernodes_daft.runtime import resilience
+from hypernodes_daft.runtime.resilience import with_breaker
 
 ENGINES = {
     "sequential": lambda: HypernodesEngine(),
@@ -180,6 +185,133 @@ def test_retries_do_not_spin_on_an_open_circuit():
     with pytest.raises(CircuitOpenError):
         Pipeline(nodes=[down]).run({"x": 1})
     assert calls == [1, 1] and time.perf_counter() - started < 0.5
+
+
+class Clock:
+    """The breaker's clock, moved by hand: `resilience.time` with `monotonic()` set."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    made = Clock()
+    monkeypatch.setattr(resilience, "time", made)
+    return made
+
+
+class Held:
+    """A call guarded by `breaker` that blocks in a thread until told how to end, so it is
+    in flight (admitted) while other calls change the circuit."""
+
+    def __init__(self, breaker: CircuitBreaker, pool: ThreadPoolExecutor):
+        self.inside, self.outcome = threading.Event(), queue.SimpleQueue()
+
+        def call() -> str:
+            self.inside.set()
+            if self.outcome.get(timeout=10) == "fail":
+                raise ConnectionError("down")
+            return "ok"
+
+        self.future = pool.submit(with_breaker(call, False, breaker))
+        assert self.inside.wait(10)  # admitted and running
+
+    def end(self, outcome: str) -> None:
+        self.outcome.put(outcome)
+        with contextlib.suppress(ConnectionError):
+            self.future.result(timeout=10)
+
+
+def down_call(breaker: CircuitBreaker):
+    calls = []
+
+    def down() -> None:
+        calls.append(1)
+        raise ConnectionError("down")
+
+    return with_breaker(down, False, breaker), calls
+
+
+@pytest.mark.parametrize("outcome", ["ok", "fail"])
+def test_a_call_admitted_before_the_circuit_opened_does_not_change_it(clock, outcome):
+    """A call let through while the circuit was closed, ending after it opened, says nothing
+    about the service now: its success does not close the circuit (only the probe's does,
+    after the cool-down), its failure does not restart the cool-down. A late success used to
+    close it at once, so the next calls reached the dead service (on threads, a request
+    answered just before the service died is read after 5 calls found it dead)."""
+    breaker = CircuitBreaker(failures=2, cooldown=60)
+    down, calls = down_call(breaker)
+    with ThreadPoolExecutor(1) as pool:
+        late = Held(breaker, pool)
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                down()
+        assert breaker.is_open
+        clock.now += 40
+        late.end(outcome)
+    assert breaker.is_open
+    with pytest.raises(CircuitOpenError):
+        down()
+    clock.now += 20  # 60 s after the circuit opened: the probe goes through
+    with pytest.raises(ConnectionError):
+        down()
+    assert calls == [1, 1, 1] and breaker.is_open
+
+
+def test_while_the_probe_is_out_a_late_result_lets_no_other_call_through(clock):
+    """Half-open: one probe at a time. A call admitted before the circuit opened, ending
+    while the probe is in flight, neither closes the circuit nor frees the probe's turn."""
+    breaker = CircuitBreaker(failures=1, cooldown=5)
+    down, calls = down_call(breaker)
+    with ThreadPoolExecutor(2) as pool:
+        late = Held(breaker, pool)
+        with pytest.raises(ConnectionError):
+            down()
+        clock.now += 5
+        probe = Held(breaker, pool)
+        late.end("ok")
+        with pytest.raises(CircuitOpenError):  # the probe is still out
+            down()
+        probe.end("ok")  # the probe's success closes the circuit
+    assert not breaker.is_open and calls == [1]
+    with pytest.raises(ConnectionError):
+        down()
+
+
+def test_a_cancelled_probe_passes_the_turn_to_the_next_call(clock):
+    """A probe cancelled in flight (its item was cancelled, or a timeout around it fired)
+    says nothing about the service: the next call is the probe. Before, the breaker stayed
+    half-open with no probe out, failing every later call fast for good."""
+    breaker = CircuitBreaker(failures=1, cooldown=5)
+    down, calls = down_call(breaker)
+    with pytest.raises(ConnectionError):
+        down()
+    clock.now += 5
+    started = []
+
+    async def hang() -> None:
+        started.append(1)
+        await asyncio.sleep(60)
+
+    async def cancel_the_probe() -> None:
+        probe = asyncio.ensure_future(with_breaker(hang, True, breaker)())
+        await asyncio.sleep(0)
+        probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await probe
+
+    asyncio.run(cancel_the_probe())
+    assert started == [1] and breaker.is_open
+    with pytest.raises(ConnectionError):  # the next call is let through as the probe
+        down()
+    assert calls == [1, 1]
 
 
 @pytest.mark.parametrize("name", ["sequential", "async", "threaded", "daft"])

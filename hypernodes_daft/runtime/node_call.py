@@ -8,7 +8,7 @@
 `PreparedNode` holds what every call of a plan step shares and is the only place where a
 call meets the cache (lookup, in-flight dedup, store), the output checks and the error
 policy; `NodeCall` calls it for one item of the local executors, the Daft runners
-(engines/daft/runners.py) for the rows of a batch. A call goes:
+(engines/daft/column_call.py) for the rows of a batch. A call goes:
 
     how, found = node.begin(key)     # HIT: the stored result; WAIT: an identical call's
                                      # future; CALL: this call computes `key`

@@ -116,7 +116,10 @@ class CircuitBreaker:
         @node(output_name="reply", breaker=CircuitBreaker(failures=5, cooldown=30))
         async def ask(prompt: str) -> str: ...
 
-    One breaker per node and process, shared by every item of a map.
+    One breaker per node and process, shared by every item of a map. Only the outcomes of
+    calls admitted since the circuit last opened or closed count: a call let through before
+    it opened and ending after (in flight meanwhile) neither closes it nor restarts the
+    cool-down, nor ends the probe's turn.
     """
 
     def __init__(self, failures: int = 5, cooldown: float = 30.0):
@@ -128,29 +131,48 @@ class CircuitBreaker:
         self._failed = 0  # consecutive failures
         self._opened_at: float | None = None
         self._probing = False
+        self._era = 0  # +1 each time the circuit opens or closes
 
-    def admit(self) -> None:
-        """Let a call through, or raise CircuitOpenError."""
+    def admit(self) -> int:
+        """Let a call through, or raise CircuitOpenError. The call's ticket, for `record`."""
         with self._lock:
             if self._opened_at is None:
-                return
+                return self._era
             if time.monotonic() - self._opened_at >= self.cooldown and not self._probing:
                 self._probing = True  # half-open: this call is the probe
-                return
+                return self._era
         raise CircuitOpenError(
             f"circuit open after {self.failures} consecutive failures; "
             f"calls fail fast for {self.cooldown} s before a probe"
         )
 
-    def record(self, succeeded: bool) -> None:
+    def record(self, succeeded: bool, ticket: int) -> None:
+        """The outcome of the call `admit` gave `ticket`."""
         with self._lock:
-            self._probing = False
+            if ticket != self._era:
+                return  # admitted before the circuit last opened or closed: stale news
+            if self._opened_at is not None:  # the probe (no other call is admitted)
+                self._probing = False
+                self._era += 1
+                if succeeded:
+                    self._failed, self._opened_at = 0, None
+                else:
+                    self._opened_at = time.monotonic()  # open again: wait another cool-down
+                return
             if succeeded:
-                self._failed, self._opened_at = 0, None
+                self._failed = 0
                 return
             self._failed += 1
-            if self._opened_at is not None or self._failed >= self.failures:
-                self._opened_at = time.monotonic()  # (re)open: a failed probe waits again
+            if self._failed >= self.failures:
+                self._opened_at = time.monotonic()
+                self._era += 1
+
+    def release(self, ticket: int) -> None:
+        """The call `admit` gave `ticket` ended without an outcome (cancelled): a probe's
+        turn passes to the next call, and nothing is counted."""
+        with self._lock:
+            if ticket == self._era and self._opened_at is not None:
+                self._probing = False
 
     @property
     def is_open(self) -> bool:
@@ -169,26 +191,32 @@ def with_breaker(func: Callable[..., Any], is_async: bool, breaker: CircuitBreak
 
         @functools.wraps(func)
         async def guarded_async(*args: Any, **kwargs: Any) -> Any:
-            breaker.admit()
+            ticket = breaker.admit()
             try:
                 result = await func(*args, **kwargs)
             except Exception:
-                breaker.record(False)
+                breaker.record(False, ticket)
                 raise
-            breaker.record(True)
+            except BaseException:  # cancelled: no news about the service
+                breaker.release(ticket)
+                raise
+            breaker.record(True, ticket)
             return result
 
         return guarded_async
 
     @functools.wraps(func)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        breaker.admit()
+        ticket = breaker.admit()
         try:
             result = func(*args, **kwargs)
         except Exception:
-            breaker.record(False)
+            breaker.record(False, ticket)
             raise
-        breaker.record(True)
+        except BaseException:  # interrupted: no news about the service
+            breaker.release(ticket)
+            raise
+        breaker.record(True, ticket)
         return result
 
     return guarded

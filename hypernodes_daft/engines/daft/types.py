@@ -22,6 +22,8 @@ import daft
 import pyarrow as pa
 from daft import DataType
 
+from ...results import error_arrow_type
+
 _SCALARS: dict[Any, DataType] = {
     bool: DataType.bool(),
     int: DataType.int64(),
@@ -83,17 +85,7 @@ def input_column(values: list[Any]) -> daft.Series:
 
 
 # an ErrorRecord as a struct (results.RECORD_FIELDS), in frames and Parquet files
-ERROR_TYPE = DataType.struct(
-    {
-        "node": DataType.string(),
-        "path": DataType.string(),
-        "error_type": DataType.string(),
-        "message": DataType.string(),
-        "attempts": DataType.int64(),
-        "inputs": DataType.string(),
-        "on_error": DataType.string(),
-    }
-)
+ERROR_TYPE = DataType.from_arrow_type(error_arrow_type())
 
 
 def to_column(values: list[Any], dtype: DataType) -> Any:

@@ -1,5 +1,5 @@
 """`HypernodesEngine`: runs plans on this machine, with one executor for the nodes of an item
-and one for the items of a map.
+and one for the items of a map (executors.py), chosen once when the engine is made.
 
     engine = HypernodesEngine()                            # sequential: easy to debug
     engine = HypernodesEngine(map_executor="async")        # I/O: 100 items in flight
@@ -9,8 +9,6 @@ and one for the items of a map.
 
 from __future__ import annotations
 
-import asyncio
-import multiprocessing
 import os
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -19,20 +17,14 @@ from typing import Any
 
 from ...plan import MapPlan, RunPlan
 from ...runtime.dispatch import callback_list
-from ...runtime.events import Events, aobserved_stream, observed_map, observed_stream
-from ...runtime.items import RunItem, compile_run, map_items, stream_items
-from ...runtime.loop import run_coroutine, stream_in_thread
+from ...runtime.events import Events
 from ...runtime.node_call import Services, Values
-from .asynchronous import ARunItem, amap_items, compile_arun
-from .parallel import iter_parallel, map_parallel
-from .streaming import astream_items, stream_from_loop, stream_threaded
-from .threaded import compile_threaded, map_threaded
+from .executors import MAP_EXECUTORS, NODE_EXECUTORS, Compile
+from .parquet import write_results
+from .streaming import Streamed
 
-NODE_EXECUTORS = ("sequential", "async", "threaded")
-MAP_EXECUTORS = ("sequential", "async", "threaded", "parallel")
 _MAX_IO_THREADS = 256
 _KEPT_RUNNERS = 32
-_MIN_WINDOW = 256
 
 
 class HypernodesEngine:
@@ -53,6 +45,8 @@ class HypernodesEngine:
       (default `max_concurrency`, at most 256), so blocking I/O still overlaps.
     """
 
+    reads_datasets = False  # Pipeline.map reads dataset columns into lists for it
+
     def __init__(
         self,
         node_executor: str | Executor = "sequential",
@@ -62,8 +56,8 @@ class HypernodesEngine:
         cache: Any = None,
         callbacks: list[Any] | None = None,
     ):
-        self.node_executor = _kind("node_executor", node_executor, NODE_EXECUTORS)
-        self.map_executor = _kind("map_executor", map_executor, MAP_EXECUTORS)
+        self.node_executor = _kind("node_executor", node_executor, tuple(NODE_EXECUTORS))
+        self.map_executor = _kind("map_executor", map_executor, tuple(MAP_EXECUTORS))
         if max_workers is not None and max_workers < 1:
             raise ValueError(f"HypernodesEngine: max_workers must be >= 1, got {max_workers}")
         if max_concurrency < 1:
@@ -83,6 +77,12 @@ class HypernodesEngine:
         }
         self._owned: dict[str, Executor] = {}
         self._runners: dict[tuple[str, int], tuple[RunPlan, Services, Any]] = {}
+        # the executors, chosen once: every call goes through these two objects
+        self._workers = max_workers or os.cpu_count() or 1
+        self._nodes = NODE_EXECUTORS[self.node_executor](self._kept, self._pool, max_concurrency)
+        self._maps = MAP_EXECUTORS[self.map_executor](
+            self._nodes, self._pool, self._workers, max_concurrency
+        )
 
     # -- the Engine protocol -----------------------------------------------------------------
     # `cache` and `callbacks` come from the pipeline (`Pipeline(cache=..., callbacks=...)`):
@@ -98,7 +98,7 @@ class HypernodesEngine:
         on_error: str = "raise",
     ) -> Values:
         services = self._services(plan, cache, callbacks, on_error)
-        return self._item_runner(plan, services)(dict(inputs))
+        return self._nodes.runner(plan, services)(dict(inputs))
 
     def map(
         self,
@@ -109,17 +109,7 @@ class HypernodesEngine:
         on_error: str = "raise",
     ) -> list[Values]:
         services = self._services(plan.item, cache, callbacks, on_error, mapping=True)
-        if self.map_executor == "async":
-            return run_coroutine(self._amap(plan, inputs, services))
-        with observed_map(services.events, plan.n_items):
-            if self.map_executor == "parallel":
-                return map_parallel(self._pool("map"), self._workers(), plan, inputs, services)
-            run_item = self._item_runner(plan.item, services)
-            spec = (inputs, plan.map_over, plan.map_mode)
-            if self.map_executor == "threaded":
-                window = self._window()
-                return map_threaded(self._pool("map"), run_item, *spec, window, plan.n_items or 0)
-            return map_items(run_item, *spec)
+        return self._maps.map(plan, inputs, services)
 
     def iter_map(
         self,
@@ -128,12 +118,10 @@ class HypernodesEngine:
         cache: Any = None,
         callbacks: Any = None,
         on_error: str = "raise",
-    ) -> Iterator[tuple[int, Values]]:
+    ) -> Iterator[Streamed]:
         """`(index, outputs)` per item as soon as it is done (in order when sequential)."""
         services = self._services(plan.item, cache, callbacks, on_error, mapping=True)
-        if self.map_executor == "async":
-            return stream_from_loop(self._astream(plan, inputs, services))
-        return observed_stream(self._stream(plan, inputs, services), services.events, plan.n_items)
+        return self._maps.iter_map(plan, inputs, services)
 
     async def aiter_map(
         self,
@@ -142,14 +130,10 @@ class HypernodesEngine:
         cache: Any = None,
         callbacks: Any = None,
         on_error: str = "raise",
-    ) -> AsyncIterator[tuple[int, Values]]:
+    ) -> AsyncIterator[Streamed]:
         """`iter_map` for async callers; the async executor streams on the caller's loop."""
-        if self.map_executor == "async":
-            services = self._services(plan.item, cache, callbacks, on_error, mapping=True)
-            stream = self._astream(plan, inputs, services)
-        else:
-            stream = stream_in_thread(self.iter_map(plan, inputs, cache, callbacks, on_error))
-        async for entry in stream:
+        services = self._services(plan.item, cache, callbacks, on_error, mapping=True)
+        async for entry in self._maps.aiter_map(plan, inputs, services):
             yield entry
 
     async def arun(
@@ -161,10 +145,8 @@ class HypernodesEngine:
         on_error: str = "raise",
     ) -> Values:
         """`run` for async callers: async work runs on the caller's event loop."""
-        if self.node_executor == "async" or plan.is_async:
-            services = self._services(plan, cache, callbacks, on_error)
-            return await self._async_runner(plan, services)(dict(inputs))
-        return await asyncio.to_thread(self.run, plan, inputs, cache, callbacks, on_error)
+        services = self._services(plan, cache, callbacks, on_error)
+        return await self._nodes.caller_runner(plan, services)(dict(inputs))
 
     async def amap(
         self,
@@ -175,10 +157,26 @@ class HypernodesEngine:
         on_error: str = "raise",
     ) -> list[Values]:
         """`map` for async callers: with the async executor, on the caller's event loop."""
-        if self.map_executor == "async":
-            services = self._services(plan.item, cache, callbacks, on_error, mapping=True)
-            return await self._amap(plan, inputs, services)
-        return await asyncio.to_thread(self.map, plan, inputs, cache, callbacks, on_error)
+        services = self._services(plan.item, cache, callbacks, on_error, mapping=True)
+        return await self._maps.amap(plan, inputs, services)
+
+    def write_parquet(
+        self,
+        plan: MapPlan,
+        inputs: Values,
+        path: str,
+        cache: Any = None,
+        callbacks: Any = None,
+        on_error: str = "raise",
+        **options: Any,
+    ) -> list[str]:
+        """Run the map and write the mapped inputs and the outputs as Parquet under `path`
+        (`options` as `daft.DataFrame.write_parquet` takes them); returns the files written.
+        As DaftEngine writes them: when failures may be kept, an `_error` struct column
+        (null where the row succeeded; the failed rows' outputs are null), and the rows
+        failed under on_error "skip" left out."""
+        results = self.map(plan, inputs, cache, callbacks, on_error)
+        return write_results(plan, inputs, results, on_error, path, **options)
 
     # -- resources -----------------------------------------------------------------------------
 
@@ -212,7 +210,7 @@ class HypernodesEngine:
         for this call only). Items run at once (`concurrent_items`) only in a map on the
         async or threaded executor: `run` is one item, the sequential executor runs items
         one by one and so does each process of the parallel one."""
-        grouping = mapping and self.map_executor in ("async", "threaded")
+        grouping = mapping and self._maps.concurrent_items
         every = [*self.callbacks, *(callbacks or ())]
         if cache is None and not every and on_error == "raise":
             return self._grouping if grouping else self.services
@@ -220,30 +218,7 @@ class HypernodesEngine:
         cache = cache if cache is not None else self.cache
         return Services(cache, events, (), on_error, concurrent_items=grouping)
 
-    def _item_runner(self, plan: RunPlan, services: Services) -> RunItem:
-        """A synchronous function running one item with the node executor."""
-        if self.node_executor == "async":
-            arun = self._async_runner(plan, services)
-            return lambda values, index=None: run_coroutine(arun(values, index))
-        return self._kept("sync", plan, services, self._compile_sync)
-
-    def _compile_sync(self, plan: RunPlan, services: Services) -> RunItem:
-        if self.node_executor == "threaded":
-            return compile_threaded(plan, self._pool("node"), services)
-        return compile_run(plan, services)
-
-    def _async_runner(self, plan: RunPlan, services: Services) -> ARunItem:
-        """Kept per plan, so what the runner learned (which sync nodes are quick enough to
-        run on the loop) carries over to the next call."""
-        return self._kept("async", plan, services, self._compile_async)
-
-    def _compile_async(self, plan: RunPlan, services: Services) -> ARunItem:
-        concurrent_nodes = self.node_executor != "sequential"
-        return compile_arun(
-            plan, concurrent_nodes, self._pool("io"), self.max_concurrency, services
-        )
-
-    def _kept(self, kind: str, plan: RunPlan, services: Services, compile: Any) -> Any:
+    def _kept(self, kind: str, plan: RunPlan, services: Services, compile: Compile) -> Any:
         """`compile(plan, services)`, kept per plan for the engine's own services (a
         `run()` per item would otherwise compile its plan every time: 3 us a node)."""
         own = services is self.services or services is self._grouping
@@ -257,45 +232,6 @@ class HypernodesEngine:
             self._runners[(kind, id(plan))] = (plan, services, runner)
         return runner
 
-    async def _amap(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
-        with observed_map(services.events, plan.n_items):
-            return await amap_items(
-                self._async_runner(plan.item, services),
-                inputs,
-                plan.map_over,
-                plan.map_mode,
-                plan.n_items,
-                max_concurrency=self.max_concurrency,
-            )
-
-    def _astream(
-        self, plan: MapPlan, inputs: Values, services: Services
-    ) -> AsyncIterator[tuple[int, Values]]:
-        arun_item = self._async_runner(plan.item, services)
-        spec = (inputs, plan.map_over, plan.map_mode)
-        stream = astream_items(arun_item, *spec, max_concurrency=self.max_concurrency)
-        return aobserved_stream(stream, services.events, plan.n_items)
-
-    def _stream(
-        self, plan: MapPlan, inputs: Values, services: Services
-    ) -> Iterator[tuple[int, Values]]:
-        if self.map_executor == "parallel":
-            return iter_parallel(self._pool("map"), self._workers(), plan, inputs, services)
-        run_item = self._item_runner(plan.item, services)
-        spec = (inputs, plan.map_over, plan.map_mode)
-        if self.map_executor == "threaded":
-            return stream_threaded(self._pool("map"), run_item, *spec, self._window())
-        return stream_items(run_item, *spec)
-
-    def _window(self) -> int:
-        """Items in flight on the threaded map executor: enough that waiting for the next
-        one to finish is rare (each wait costs tens of microseconds), few enough that a
-        long map holds a window of futures, not one per item."""
-        return max(_MIN_WINDOW, 4 * self._workers())
-
-    def _workers(self) -> int:
-        return self.max_workers or os.cpu_count() or 1
-
     def _pool(self, role: str) -> Executor:
         given = self._given.get(role)
         if given is not None:
@@ -305,14 +241,12 @@ class HypernodesEngine:
         return self._owned[role]
 
     def _new_pool(self, role: str) -> Executor:
-        if role == "map" and self.map_executor == "parallel":
-            # spawn: forking a process that runs threads (our event loop) is unsafe
-            context = multiprocessing.get_context("spawn")
-            return ProcessPoolExecutor(self._workers(), mp_context=context)
+        if role == "map":  # threads, or processes for the parallel executor
+            return self._maps.new_pool()
         if role == "io":
             size = self.max_workers or min(self.max_concurrency, _MAX_IO_THREADS)
             return ThreadPoolExecutor(size, thread_name_prefix="hypernodes-io")
-        return ThreadPoolExecutor(self._workers(), thread_name_prefix=f"hypernodes-{role}")
+        return ThreadPoolExecutor(self._workers, thread_name_prefix=f"hypernodes-{role}")
 
 
 def _kind(role: str, choice: str | Executor, allowed: tuple[str, ...]) -> str:
