@@ -26,6 +26,7 @@ from .exceptions import (
     ExecutionError,
     HyperNodesError,
     PlanningError,
+    WorkerDiedError,
 )
 from .io import read_parquet, write_parquet
 from .node import HyperNode, Node, node
@@ -69,6 +70,7 @@ __all__ = [
     "CycleError",
     "DependencyError",
     "ExecutionError",
+    "WorkerDiedError",
     "ErrorRecord",
     "MapResults",
     "DaftEngine",

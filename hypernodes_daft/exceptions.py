@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import reprlib
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 
@@ -32,6 +33,12 @@ class CycleError(PlanningError):
 
 class DependencyError(PlanningError):
     """An input nobody provides, or two nodes producing one output name."""
+
+
+class WorkerDiedError(HyperNodesError, BrokenProcessPool):
+    """A worker process of `map_executor="parallel"` died while running an item (a crash in
+    native code, `os._exit`, a signal, the out-of-memory killer). Also a
+    `BrokenProcessPool`, which is what a process pool raises for it."""
 
 
 _summary = reprlib.Repr()

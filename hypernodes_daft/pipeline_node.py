@@ -98,24 +98,46 @@ class PipelineNode:
     def is_async(self) -> bool:
         return any(getattr(n, "is_async", False) for n in self._pipeline.graph.nodes)
 
-    def plan_nested(self, args: frozenset[str], outputs: tuple[str, ...]) -> NestedPlan:
-        """Plan the inner pipeline for a step that reads `args` and must write `outputs`."""
-        # as in HyperNodes 0.4, results list outputs in output_mapping's order if there is
-        # one, else in the inner pipeline's execution order
+    def plan_nested(
+        self, args: frozenset[str], outputs: tuple[str, ...] | None, by_name: bool = False
+    ) -> NestedPlan:
+        """Plan the inner pipeline for a step that reads `args` and must write `outputs`,
+        listed in name order if `by_name`. `outputs` None: what HyperNodes 0.4 computes when
+        no output is asked for, every output of `output_mapping`, or without one, the inner
+        pipeline's own outputs when asked for none (its nested pipelines' unconsumed
+        outputs left out)."""
+        rename_in = tuple((a, self._inner_of.get(a, a)) for a in self.root_args if a in args)
+        bound = self._pipeline._bound
+        available = frozenset(inner for _, inner in rename_in) | frozenset(bound)
+        if outputs is None and not self.output_mapping:
+            item = self._pipeline._plan(available, None)
+            rename_out = tuple((o, o) for o in item.outputs)
+        else:
+            wanted = self.output_names if outputs is None else outputs
+            rename_out = self._renamed_outputs(wanted, by_name)
+            item = self._pipeline._plan(available, [inner for inner, _ in rename_out])
+        map_over = tuple(self._inner_of.get(m, m) for m in self.map_over or ())
+        if self.map_mode == "product":  # inner inputs are built as bound, then rename_in
+            map_over = product_order(map_over, [*bound, *(inner for _, inner in rename_in)])
+        return NestedPlan(item, rename_in, rename_out, frozen(bound), map_over, self.map_mode)
+
+    def _renamed_outputs(
+        self, outputs: tuple[str, ...], by_name: bool
+    ) -> tuple[tuple[str, str], ...]:
+        """(inner name, outer name) of `outputs`, ordered as HyperNodes 0.4 orders results:
+        by outer name when only some are consumed (0.4 asks the inner pipeline for a sorted
+        list), else as `output_mapping` if there is one, else in the inner pipeline's
+        execution order."""
+        if by_name:
+            return tuple(
+                sorted(((self._inner_output_of.get(o, o), o) for o in outputs), key=lambda p: p[1])
+            )
         if self.output_mapping:
             position = {inner: i for i, inner in enumerate(self.output_mapping)}
         else:
             position = self._pipeline._output_positions()
         pairs = ((self._inner_output_of.get(o, o), o) for o in outputs)
-        rename_out = tuple(sorted(pairs, key=lambda pair: position[pair[0]]))
-        rename_in = tuple((a, self._inner_of.get(a, a)) for a in self.root_args if a in args)
-        bound = self._pipeline._bound
-        available = frozenset(inner for _, inner in rename_in) | frozenset(bound)
-        item = self._pipeline._plan(available, [inner for inner, _ in rename_out])
-        map_over = tuple(self._inner_of.get(m, m) for m in self.map_over or ())
-        if self.map_mode == "product":  # inner inputs are built as bound, then rename_in
-            map_over = product_order(map_over, [*bound, *(inner for _, inner in rename_in)])
-        return NestedPlan(item, rename_in, rename_out, frozen(bound), map_over, self.map_mode)
+        return tuple(sorted(pairs, key=lambda pair: position[pair[0]]))
 
     def __call__(self, required_outputs: list[str] | None = None, **outer_inputs: Any) -> dict:
         """Run the nested pipeline directly on outer-named inputs; returns outer-named outputs."""

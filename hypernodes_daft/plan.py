@@ -143,8 +143,7 @@ def plan_run(
     nodes = graph.get_required_nodes(requested)
     _check_inputs(graph, label, nodes, available)
     consumed = {arg for n in nodes for arg in n.root_args}
-    wanted = None if requested is None else consumed | set(requested)
-    steps = tuple(_step(graph, n, available, wanted) for n in nodes)
+    steps = tuple(_step(graph, n, available, consumed, requested) for n in nodes)
     position = {id(n): i for i, n in enumerate(nodes)}
     generations = tuple(tuple(position[id(n)] for n in level) for level in graph.generations(nodes))
     outputs = requested if requested is not None else [o for s in steps for o in s.outputs]
@@ -152,12 +151,26 @@ def plan_run(
     return RunPlan(label, steps, generations, tuple(reads), tuple(outputs), pipeline_id)
 
 
-def _step(graph: Graph, node: Any, available: frozenset[str], wanted: set[str] | None) -> Step:
+def _partly_consumed(node: Any, consumed: set[str]) -> set[str] | None:
+    """The outputs of `node` other nodes consume, when they consume some but not all."""
+    used = consumed & set(node.output_names)
+    return used if 0 < len(used) < len(node.output_names) else None
+
+
+def _step(
+    graph: Graph, node: Any, available: frozenset[str], consumed: set[str], requested: Any
+) -> Step:
     args = tuple(a for a in node.root_args if a in graph.output_to_node or a in available)
-    outputs = tuple(o for o in node.output_names if wanted is None or o in wanted)
     if not hasattr(node, "plan_nested"):  # a plain node computes all its outputs at once
         return Step(node, node_label(node), args, node.output_names, options=options_of(node))
-    nested = node.plan_nested(frozenset(args), outputs)
+    # A nested pipeline computes, as in HyperNodes 0.4 when no output is asked for, only
+    # the outputs other nodes consume when they consume some but not all (the inner nodes
+    # feeding only the others then do not run), in name order; otherwise all of them
+    # (None). Outputs asked for by name are computed too.
+    partly = _partly_consumed(node, consumed)
+    wanted = partly if requested is None else consumed | set(requested)
+    outputs = None if wanted is None else tuple(o for o in node.output_names if o in wanted)
+    nested = node.plan_nested(frozenset(args), outputs, by_name=partly is not None)
     outputs = tuple(outer for _, outer in nested.rename_out)
     return Step(node, node_label(node), args, outputs, nested)
 

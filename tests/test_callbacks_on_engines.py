@@ -20,6 +20,7 @@ from hypernodes_daft import (
     HypernodesEngine,
     MemoryCache,
     Pipeline,
+    SeqEngine,
     current_node,
     node,
     report_progress,
@@ -297,6 +298,13 @@ def test_supported_engines_are_checked_before_anything_runs():
 
     with pytest.raises(ValueError, match="not compatible with engine HypernodesEngine"):
         Pipeline(nodes=[f], engine=HypernodesEngine(callbacks=[OnlyDaft()])).run(inputs={"x": 1})
+    # named as the user made it, in 0.4's words
+    with pytest.raises(ValueError) as raised:
+        Pipeline(nodes=[f], engine=SeqEngine(callbacks=[OnlyDaft()])).run(inputs={"x": 1})
+    assert str(raised.value) == (
+        "Callback OnlyDaft is not compatible with engine SeqEngine. "
+        "Supported engines: ['DaftEngine']"
+    )
     assert calls == []
 
     class OnlySeq(PipelineCallback):  # 0.4 code names the local engine SeqEngine

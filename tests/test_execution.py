@@ -92,8 +92,7 @@ def test_bind_changes_are_seen_by_an_outer_pipeline_already_planned():
     assert outer.run(inputs={"x": 1}) == {"y": 101}
 
 
-def test_every_output_of_a_nested_pipeline_is_returned():
-    # HyperNodes 0.4 drops nested outputs nobody downstream consumes; we return them.
+def test_unconsumed_nested_outputs_are_left_out_as_in_0_4_but_can_be_asked_for():
     @node(output_name="a")
     def f(x: int) -> int:
         return x + 1
@@ -107,8 +106,9 @@ def test_every_output_of_a_nested_pipeline_is_returned():
         return a * 10
 
     outer = Pipeline(nodes=[Pipeline(nodes=[f, g]).as_node(), h])
-    assert outer.run(inputs={"x": 1}) == {"a": 2, "b": 2, "c": 20}
+    assert outer.run(inputs={"x": 1}) == {"a": 2, "c": 20}
     assert outer.run(inputs={"x": 1}, output_name="b") == {"b": 2}
+    assert outer.run(inputs={"x": 1}, output_name=["c", "b"]) == {"c": 20, "b": 2}
 
 
 def test_output_selection_prunes_nodes_inside_nested_pipelines():
@@ -193,7 +193,8 @@ def test_node_is_still_a_plain_function():
 def test_seq_engine_alias_and_unknown_executor():
     from hypernodes_daft import SeqEngine
 
-    assert SeqEngine is HypernodesEngine
+    assert issubclass(SeqEngine, HypernodesEngine)
+    assert repr(SeqEngine()).startswith("SeqEngine(node_executor='sequential'")
     with pytest.raises(ValueError, match="node_executor 'gpu'"):
         HypernodesEngine(node_executor="gpu")
 

@@ -15,6 +15,9 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+import loky
+
+from ...exceptions import WorkerDiedError
 from ...plan import MapPlan, RunPlan
 from ...runtime.dispatch import callback_list
 from ...runtime.events import Events
@@ -70,7 +73,7 @@ class HypernodesEngine:
         self.services = Services(cache=cache)
         # a map whose items run at once in this process: batch_size nodes group their calls
         self._grouping = replace(self.services, concurrent_items=True)
-        self.callbacks = callback_list(callbacks, "HypernodesEngine")
+        self.callbacks = callback_list(callbacks, type(self).__name__)
         self._given = {
             "node": node_executor if isinstance(node_executor, Executor) else None,
             "map": map_executor if isinstance(map_executor, Executor) else None,
@@ -185,7 +188,7 @@ class HypernodesEngine:
         owned, self._owned = self._owned, {}
         self._runners.clear()  # they hold the pools being shut down
         for pool in owned.values():
-            pool.shutdown(wait=True, cancel_futures=True)
+            _stop(pool)
 
     def __enter__(self) -> HypernodesEngine:
         return self
@@ -195,7 +198,7 @@ class HypernodesEngine:
 
     def __repr__(self) -> str:
         return (
-            f"HypernodesEngine(node_executor={self.node_executor!r}, "
+            f"{type(self).__name__}(node_executor={self.node_executor!r}, "
             f"map_executor={self.map_executor!r}, max_workers={self.max_workers}, "
             f"max_concurrency={self.max_concurrency})"
         )
@@ -214,7 +217,7 @@ class HypernodesEngine:
         every = [*self.callbacks, *(callbacks or ())]
         if cache is None and not every and on_error == "raise":
             return self._grouping if grouping else self.services
-        events = Events.start(every, plan, type(self).__name__, "SeqEngine")
+        events = Events.start(every, plan, type(self).__name__, "SeqEngine", "HypernodesEngine")
         cache = cache if cache is not None else self.cache
         return Services(cache, events, (), on_error, concurrent_items=grouping)
 
@@ -232,10 +235,20 @@ class HypernodesEngine:
             self._runners[(kind, id(plan))] = (plan, services, runner)
         return runner
 
-    def _pool(self, role: str) -> Executor:
+    def _pool(self, role: str, broken: Executor | None = None) -> Executor:
+        """The pool for `role`, started on first use. `broken`: a process pool a dead
+        worker broke, shut down and replaced (a pool the user gave stays theirs to fix)."""
         given = self._given.get(role)
         if given is not None:
+            if broken is given:
+                raise WorkerDiedError(
+                    f"HypernodesEngine: a worker of the {role} pool you gave died; the pool "
+                    "is broken and only you can replace it"
+                )
             return given
+        if broken is not None and self._owned.get(role) is broken:
+            del self._owned[role]
+            _stop(broken, wait=False)
         if role not in self._owned:
             self._owned[role] = self._new_pool(role)
         return self._owned[role]
@@ -249,9 +262,18 @@ class HypernodesEngine:
         return ThreadPoolExecutor(self._workers, thread_name_prefix=f"hypernodes-{role}")
 
 
+def _stop(pool: Executor, wait: bool = True) -> None:
+    """Shut `pool` down, dropping the work not started; not waiting: a broken process
+    pool's workers are killed."""
+    if isinstance(pool, loky.ProcessPoolExecutor):  # it takes no cancel_futures
+        pool.shutdown(wait=wait, kill_workers=not wait)
+    else:
+        pool.shutdown(wait=wait, cancel_futures=True)
+
+
 def _kind(role: str, choice: str | Executor, allowed: tuple[str, ...]) -> str:
     """The executor kind a string or an Executor instance stands for."""
-    if isinstance(choice, ProcessPoolExecutor):
+    if isinstance(choice, (ProcessPoolExecutor, loky.ProcessPoolExecutor)):
         if "parallel" not in allowed:
             raise ValueError(
                 f"HypernodesEngine: {role} cannot be a process pool; nodes of one item share "
@@ -268,5 +290,9 @@ def _kind(role: str, choice: str | Executor, allowed: tuple[str, ...]) -> str:
     return choice
 
 
-SeqEngine = HypernodesEngine
-"""HyperNodes 0.4's name for the sequential engine."""
+class SeqEngine(HypernodesEngine):
+    """HyperNodes 0.4's name for the local engine (sequential unless told otherwise): the
+    same engine, named so in errors and reprs when the user made it by this name.
+
+        engine = SeqEngine(cache=DiskCache(".cache"))
+    """

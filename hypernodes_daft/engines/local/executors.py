@@ -14,10 +14,11 @@ on first use: "node", "map" or "io") and the compiled-runner cache (`keep`).
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
+
+import loky
 
 from ...plan import MapPlan, RunPlan
 from ...runtime.events import aobserved_stream, observed_map, observed_stream
@@ -32,7 +33,9 @@ from .threaded import compile_threaded, map_threaded
 Compile = Callable[[RunPlan, Services], Any]
 # the engine's cache of compiled runners: keep(kind, plan, services, compile) -> runner
 Keep = Callable[[str, RunPlan, Services, Compile], Any]
-Pool = Callable[[str], Executor]  # role -> the engine's pool for it, started on first use
+# role -> the engine's pool for it, started on first use; `pool(role, broken=p)` replaces
+# the broken pool `p` with a new one
+Pool = Callable[..., Executor]
 
 
 # -- node executors: how the nodes of one item run --------------------------------------------
@@ -184,15 +187,15 @@ class ParallelMap(SequentialMap):
     name = "parallel"
 
     def new_pool(self) -> Executor:
-        # spawn: forking a process that runs threads (our event loop) is unsafe
-        context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(self.workers, mp_context=context)
+        # loky, not multiprocessing: its workers are fresh interpreters (no fork of a process
+        # running threads) that never import the user's __main__, so no main guard is needed
+        return loky.ProcessPoolExecutor(self.workers)
 
     def _map(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
-        return map_parallel(self.pool("map"), self.workers, plan, inputs, services)
+        return map_parallel(self.pool, self.workers, plan, inputs, services)
 
     def _stream(self, plan: MapPlan, inputs: Values, services: Services) -> Iterator[Streamed]:
-        return iter_parallel(self.pool("map"), self.workers, plan, inputs, services)
+        return iter_parallel(self.pool, self.workers, plan, inputs, services)
 
 
 class AsyncMap(SequentialMap):

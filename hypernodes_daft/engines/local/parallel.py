@@ -1,26 +1,43 @@
 """The parallel map executor: items run in worker processes.
 
-Functions and data travel with cloudpickle, so lambdas, closures and functions defined in a
-notebook, a test or `__main__` work. Everything is pickled in the parent before any work is
-sent, so an object that cannot travel gets an error naming the node or the input at once.
-Each task carries a chunk of items; the plan and the broadcast inputs are unpickled once per
-worker process and kept while the same map runs.
+The workers are a loky process pool, started once per engine and reused by every map: loky
+starts each worker as a fresh interpreter that never imports the user's main module, so a
+parallel map works from a plain script without `if __name__ == "__main__":`, from
+`python -c`, from stdin and from Jupyter, and the script's body runs exactly once. Functions
+and data travel with cloudpickle, so lambdas, closures and functions defined in a notebook,
+a test or `__main__` work. Everything is pickled in the parent before any work is sent, so
+an object that cannot travel gets an error naming the node or the input at once. Each task
+carries a chunk of items; the plan and the broadcast inputs are unpickled once per worker
+process and kept while the same map runs.
+
+A worker that dies (a segfault, `os._exit`, SIGKILL, the out-of-memory killer) breaks the
+pool. The engine then starts a new pool and runs the items whose chunks were lost one at a
+time, so the item that kills its worker again is named exactly: its failure is raised, or
+recorded under on_error "skip"/"collect" while the other items go on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any
 
 import cloudpickle
 
-from ...exceptions import ExecutionError, PlanningError, wrap_error
+from ...exceptions import (
+    ExecutionError,
+    PlanningError,
+    WorkerDiedError,
+    summarize_inputs,
+    wrap_error,
+)
 from ...plan import MapPlan, RunPlan, iter_rows, make_item
-from ...results import ERROR_FIELD, error_of
+from ...results import ERROR_FIELD, error_of, failed_outputs
 from ...runtime.events import RecordingEvents
 from ...runtime.items import RunItem, compile_run
 from ...runtime.node_call import Services, Values
@@ -29,46 +46,132 @@ from .streaming import FirstFailure, as_finished
 _CHUNKS_PER_WORKER = 4
 _worker_cache: dict[str, Any] = {}  # in a worker process: key -> plan runner / shared inputs
 
+# role -> the engine's pool; with `broken`, that pool is replaced by a new one
+Pools = Callable[..., Executor]
+Chunk = tuple[int, bytes]  # (index of its first item, its rows pickled)
+
 
 def map_parallel(
-    pool: Executor, workers: int, plan: MapPlan, inputs: Values, services: Services
+    pools: Pools, workers: int, plan: MapPlan, inputs: Values, services: Services
 ) -> list[Values]:
     """Run the items of `plan` on the process pool; results in input order. The services
     (a DiskCache is its path) travel with the plan."""
     results: list[Any] = [None] * (plan.n_items or 0)
-    for index, result in iter_parallel(pool, workers, plan, inputs, services):
+    for index, result in iter_parallel(pools, workers, plan, inputs, services):
         results[index] = result
     return results
 
 
 def iter_parallel(
-    pool: Executor, workers: int, plan: MapPlan, inputs: Values, services: Services
+    pools: Pools, workers: int, plan: MapPlan, inputs: Values, services: Services
 ) -> Iterator[tuple[int, Values]]:
     """`(index, outputs)` per item, a chunk at a time as chunks finish; at most two chunks
     per worker are pickled and in flight. With callbacks, the workers record the hooks of
     each chunk and they fire here, before the chunk's results are yielded."""
     if not plan.n_items:
         return
-    plan_blob = _dumps_plan(plan.item, services)
-    events = services.events
     shared = {k: v for k, v in inputs.items() if k not in plan.map_over}
-    shared_blob = _dumps_inputs(plan.item, shared)
-    key = hashlib.sha256(plan_blob + shared_blob).hexdigest()
+    work = _Work(plan, services, shared)
     chunk_size = max(1, math.ceil(plan.n_items / (workers * _CHUNKS_PER_WORKER)))
     chunks = _row_chunks(plan, inputs, chunk_size)
-    tasks = (
-        (start, (key, plan_blob, shared_blob, plan.map_over, start, blob)) for start, blob in chunks
-    )
     failures = FirstFailure()  # a chunk's error is its first failing item
-    for start, outcome in as_finished(pool, _run_chunk, failures.gate(tasks), 2 * workers):
+    while True:
+        in_flight: dict[int, bytes] = {}
+        pool = pools("map")
+        try:
+            tasks = work.tasks(failures.gate(chunks), in_flight)
+            for start, outcome in as_finished(pool, _run_chunk, tasks, 2 * workers):
+                del in_flight[start]
+                yield from work.accept(start, outcome, failures)
+            break
+        except BrokenProcessPool as broken:
+            yield from work.isolate(pools, pool, broken, in_flight, failures)
+    failures.raise_first()
+
+
+class _Work:
+    """What every task of one parallel map shares: the plan, services and broadcast
+    inputs pickled once, and how a chunk's outcome becomes results."""
+
+    def __init__(self, plan: MapPlan, services: Services, shared: Values):
+        self.plan = plan
+        self.events = services.events
+        self.on_error = services.on_error
+        self.plan_blob = _dumps_plan(plan.item, services)
+        self.shared_blob = _dumps_inputs(plan.item, shared)
+        self.key = hashlib.sha256(self.plan_blob + self.shared_blob).hexdigest()
+
+    def header(self) -> tuple[Any, ...]:
+        """The arguments of `_run_chunk` every task of the map shares."""
+        return self.key, self.plan_blob, self.shared_blob, self.plan.map_over
+
+    def tasks(self, chunks: Iterator[Chunk], in_flight: dict[int, bytes]) -> Iterator[Any]:
+        """`(start, _run_chunk arguments)` per chunk, noting each chunk sent in `in_flight`."""
+        for start, blob in chunks:
+            in_flight[start] = blob
+            yield (
+                start,
+                (self.key, self.plan_blob, self.shared_blob, self.plan.map_over, start, blob),
+            )
+
+    def accept(
+        self, start: int, outcome: bytes, failures: FirstFailure
+    ) -> Iterator[tuple[int, Values]]:
         status, payload, records = cloudpickle.loads(outcome)
-        if events is not None:
-            events.replay(records)
+        if self.events is not None:
+            self.events.replay(records)
         if status == "error":
             failures.add(start, payload)
         else:
             yield from enumerate(payload, start)
-    failures.raise_first()
+
+    def isolate(
+        self,
+        pools: Pools,
+        pool: Executor,
+        broken: BrokenProcessPool,
+        lost: dict[int, bytes],
+        failures: FirstFailure,
+    ) -> Iterator[tuple[int, Values]]:
+        """After a worker died: on a new pool, run the items of the `lost` chunks one at a
+        time, so a death is pinned on the item that causes it."""
+        for start in sorted(lost):
+            for offset, row in enumerate(cloudpickle.loads(lost[start])):
+                index = start + offset
+                if failures.seen:
+                    return
+                pool = pools("map", broken=pool)
+                one = cloudpickle.dumps([row])
+                try:
+                    outcome = pool.submit(_run_chunk, *self.header(), index, one).result()
+                except BrokenProcessPool as again:
+                    yield from self.died(index, row, again, failures)
+                    continue
+                yield from self.accept(index, outcome, failures)
+        pools("map", broken=pool)  # the next chunks, and the next map, on a working pool
+
+    def died(
+        self, index: int, row: tuple[Any, ...], broken: BrokenProcessPool, failures: FirstFailure
+    ) -> Iterator[tuple[int, Values]]:
+        inputs = dict(zip(self.plan.map_over, row, strict=False))
+        cause = WorkerDiedError(
+            f"the worker process running item {index} died ({_exit_of(broken)}): a crash in "
+            "native code, os._exit, a signal or the out-of-memory killer"
+        )
+        cause.__cause__ = broken
+        error = wrap_error(
+            cause, "<worker process>", summarize_inputs(inputs), [index], self.on_error
+        )
+        if self.on_error == "raise":
+            failures.add(index, error)
+        else:
+            yield index, failed_outputs(error, index)
+
+
+def _exit_of(broken: BaseException) -> str:
+    """The exit code loky read off the dead worker, when it says."""
+    found = re.search(r"exit codes of the workers are \{(.*?)\}", str(broken))
+    return f"exit code {found[1]}" if found else type(broken).__name__
 
 
 def _run_chunk(
