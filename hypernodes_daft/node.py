@@ -91,7 +91,7 @@ class Node:
         self.output_names = normalize_output_name(output_name, f"node '{self.name}'")
         self._root_args, self.defaults = _parameters(func, self.name)
         self.is_async = _is_async(func)
-        self._code_hash = hash_code(func)
+        self._code_hash: str | None = None  # on first use: helpers defined below it count
         functools.update_wrapper(self, func)
 
     @property
@@ -115,7 +115,16 @@ class Node:
 
     @property
     def code_hash(self) -> str:
+        """The fingerprint of the node's code and of the user code it reaches (the cache
+        key's part that changes when the code does), computed once, on first use."""
+        if self._code_hash is None:
+            self._code_hash = hash_code(self.func)
         return self._code_hash
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the fingerprint travels: another process may not read the same source (a
+        # function of __main__ arrives as bytecode), and keys must agree everywhere
+        return {**self.__dict__, "_code_hash": self.code_hash}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)

@@ -46,9 +46,6 @@ class PipelineNode:
         self._outer_of = {inner: outer for outer, inner in self.input_mapping.items()}
         self._inner_output_of = {outer: inner for inner, outer in self.output_mapping.items()}
         self._check_mappings()
-        self._code_hash = hashlib.sha256(
-            ":".join(n.code_hash for n in pipeline.graph.nodes).encode()
-        ).hexdigest()
 
     @property
     def pipeline(self) -> Pipeline:
@@ -56,7 +53,10 @@ class PipelineNode:
 
     @property
     def code_hash(self) -> str:
-        return self._code_hash
+        """The inner nodes' fingerprints, combined (read when used: the user code a node
+        reaches may be defined after the pipeline is built)."""
+        inner = ":".join(n.code_hash for n in self._pipeline.graph.nodes)
+        return hashlib.sha256(inner.encode()).hexdigest()
 
     @property
     def bound_inputs(self) -> dict[str, Any]:
