@@ -19,6 +19,7 @@ from .callbacks import (
     report_progress,
 )
 from .dataset import Dataset
+from .dual_node import DualNode
 from .engines import HypernodesEngine, SeqEngine
 from .exceptions import (
     CycleError,
@@ -55,6 +56,7 @@ __version__ = "0.1.0"
 __all__ = [
     "node",
     "stateful",
+    "DualNode",
     "HyperNode",
     "Node",
     "Pipeline",

@@ -51,6 +51,9 @@ class NodeOptions:
     - `batch_size`, `batch_delay`: request grouping (runtime/grouping.py): the function
       takes lists; up to `batch_size` concurrent calls waiting at most `batch_delay`
       seconds go out as one call.
+    - `arrow_function`: the node's column-wise twin (a `DualNode`'s `batch`): DaftEngine
+      calls it once per batch with Arrow arrays, as for `batch=True`, while the local
+      engines call the node's own function per item.
     """
 
     cache: bool = True
@@ -65,6 +68,7 @@ class NodeOptions:
     on_error: str | None = None
     batch_size: int | None = None
     batch_delay: float = 0.05
+    arrow_function: Callable[..., Any] | None = None
 
     def checked(self, name: str) -> NodeOptions:
         """These options, after checking each one; errors name node `name`."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypernodes_daft import Pipeline, node
+from hypernodes_daft import DualNode, Pipeline, node
 
 
 @dataclass
@@ -149,6 +149,35 @@ def _python_objects() -> Pipeline:
     return Pipeline(nodes=[make_doc, index_words])
 
 
+def _dual(name: str = "score") -> DualNode:
+    """A DualNode whose two functions agree: x * 3 + offset, per item or per column."""
+    import pyarrow.compute as pc
+
+    def score_one(x: int, offset: int = 0) -> int:
+        return x * 3 + offset
+
+    def score_batch(x, offset=0):
+        return pc.add(pc.multiply(x, 3), offset)
+
+    return DualNode(output_name=name, singular=score_one, batch=score_batch)
+
+
+def _dual_alone() -> Pipeline:
+    return Pipeline(nodes=[_dual()], name="dual")
+
+
+def _dual_in_chain() -> Pipeline:
+    @node(output_name="x")
+    def add_one(n: int) -> int:
+        return n + 1
+
+    @node(output_name="label")
+    def label_of(score: int) -> str:
+        return f"#{score}"
+
+    return Pipeline(nodes=[add_one, _dual(), label_of], name="dual_chain")
+
+
 def _oracle_chain(x: int) -> dict[str, int]:
     return {"a": x + 1, "b": (x + 1) * 2, "c": (x + 1) * 2 - 3}
 
@@ -231,4 +260,19 @@ SCENARIOS = [
         {"objects"},
     ),
     Scenario("empty_map", _chain, "map", {"inputs": {"x": []}, "map_over": "x"}, []),
+    Scenario("dual_run", _dual_alone, "run", {"inputs": {"x": 4, "offset": 1}}, {"score": 13}),
+    Scenario(
+        "dual_alone_map",  # the batch function over every item (local) or batch (Daft)
+        _dual_alone,
+        "map",
+        {"inputs": {"x": list(range(7)), "offset": 2}, "map_over": "x"},
+        [{"score": x * 3 + 2} for x in range(7)],
+    ),
+    Scenario(
+        "dual_in_chain_map",
+        _dual_in_chain,
+        "map",
+        {"inputs": {"n": [0, 5, 9]}, "map_over": "n"},
+        [{"x": n + 1, "score": (n + 1) * 3, "label": f"#{(n + 1) * 3}"} for n in (0, 5, 9)],
+    ),
 ]

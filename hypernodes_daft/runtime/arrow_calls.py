@@ -28,20 +28,59 @@ def as_argument(value: Any, n_rows: int) -> Any:
         return value
 
 
+class BatchLengthError(ValueError, RuntimeError):
+    """A batch function returned a number of values other than its number of rows (a
+    ValueError; a RuntimeError too, as HyperNodes 0.4's DualNode raised)."""
+
+
 def as_values(result: Any, n_rows: int, label: str) -> list[Any]:
     """A batch call's result as a list of `n_rows` Python values."""
     if hasattr(result, "to_pylist"):  # pyarrow Array/ChunkedArray, Daft Series
         values = result.to_pylist()
     elif hasattr(result, "tolist"):  # numpy
         values = result.tolist()
-    else:
+    elif isinstance(result, (list, tuple)):
         values = list(result)
-    if len(values) != n_rows:
-        raise ValueError(
-            f"batch node '{label}' returned {len(values)} values for {n_rows} rows; "
+    else:
+        raise TypeError(
+            f"batch node '{label}' returned {type(result).__name__}; expected a pyarrow "
+            f"Array, a list or a numpy array of {n_rows} values, one per row"
+        )
+    check_length(len(values), n_rows, label)
+    return values
+
+
+def check_length(n_values: int, n_rows: int, label: str) -> None:
+    """Raise BatchLengthError unless a batch call of `n_rows` rows gave `n_values`."""
+    if n_values != n_rows:
+        raise BatchLengthError(
+            f"batch node '{label}' returned {n_values} values for {n_rows} rows; "
             "a batch node returns one value per row"
         )
-    return values
+
+
+def call_over_rows(
+    func: Callable[..., Any], label: str, outputs: tuple[str, ...], rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """`func`, a batch function, called once over `rows` (each item's arguments): an Array
+    per argument, `@stateful` objects as they are; one output dict per row."""
+    if not rows:
+        return []
+    result = func(**{name: _column([row[name] for row in rows]) for name in rows[0]})
+    parts = [result] if len(outputs) == 1 else list(result)
+    columns = [as_values(part, len(rows), label) for part in parts]
+    return [dict(zip(outputs, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+def _column(values: list[Any]) -> Any:
+    import pyarrow as pa
+
+    if is_stateful(values[0]):  # one object shared by every item
+        return values[0]
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return values
 
 
 def one_row(func: Callable[..., Any], label: str, n_outputs: int) -> Callable[..., Any]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -156,7 +157,9 @@ class PreparedNode:
     ) -> Callable[..., Any]:
         """`func` (default: the node's) with the node's timeout, breaker, `limit`, rate limit,
         request grouping (`per_item`) and retries: resilience.resilient."""
-        return resilient(func or self.func, self.options, self.is_async, limit, per_item, on_retry)
+        func = func or self.func
+        is_async = self.is_async if func is self.func else inspect.iscoroutinefunction(func)
+        return resilient(func, self.options, is_async, limit, per_item, on_retry)
 
     def key(self, arguments: Values) -> str | None:
         """The cache key of a call with these arguments; None without a cache, or when an

@@ -62,6 +62,7 @@ def inner_pipeline(lib):
         ("pipeline_node", ["PipelineNode"]),
         ("exceptions", ["HyperNodesError", "CycleError", "DependencyError", "ExecutionError"]),
         ("engines", ["SeqEngine"]),
+        ("dual_node", ["DualNode"]),
     ],
 )
 def test_submodule_import_paths(lib, module, names):
@@ -75,7 +76,7 @@ def test_submodule_import_paths(lib, module, names):
 
 @both_libs
 def test_top_level_names(lib):
-    for name in ["node", "Node", "Pipeline", "SeqEngine", "HyperNode"]:
+    for name in ["node", "Node", "Pipeline", "SeqEngine", "HyperNode", "DualNode"]:
         assert hasattr(lib, name), name
     for name in ["CycleError", "DependencyError", "ExecutionError"]:
         assert issubclass(getattr(lib, name), lib.HyperNodesError)

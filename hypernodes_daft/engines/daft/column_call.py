@@ -81,7 +81,8 @@ class ColumnCall:
         self.retried = itertools.count()  # next() is atomic: threads and tasks share it
         self._reported_retries = 0
         # the async bound is the AsyncNode's (per batch), unless `slots` bound each attempt
-        func = self.node.resilient(limit=slots, on_retry=self._retry)
+        twin = step.options.arrow_function  # a DualNode's batch function runs here
+        func = self.node.resilient(twin, limit=slots, on_retry=self._retry)
         positional = step.args == tuple(step.node.root_args[: len(step.args)])
         self.func: Callable[..., Any] = func if positional else _by_name(func, step.args)
         # a sync node given its own bound does I/O: its rows run on that many threads

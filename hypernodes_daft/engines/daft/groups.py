@@ -60,6 +60,8 @@ def _kind(step: Step, constants: set[str]) -> str:
         return "map" if step.nested.map_over else "nested"
     if step.options.batch_size is not None:
         return "grouped"
+    if step.options.arrow_function is not None:  # a DualNode: its batch function runs
+        return "arrow"
     if step.is_async:
         return "async"
     return "arrow" if step.options.batch else "sync"

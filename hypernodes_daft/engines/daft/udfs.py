@@ -20,6 +20,7 @@ from daft import DataType
 
 from ...exceptions import ExecutionError, PlanningError, wrap_error
 from ...results import ErrorRecord
+from ...runtime.arrow_calls import BatchLengthError, as_values, check_length
 from .column_call import ERROR, Columns
 from .groups import Group
 from .runners import ArrowNode
@@ -85,11 +86,9 @@ class SeriesFunction:
         label = self.runner.call.label
         if not _is_arrow(result):
             return self._result({self.outputs[0][0]: _values(result, n_rows, label)})
-        if len(result) != n_rows:
-            error = ValueError(
-                f"batch node '{label}' returned {len(result)} values for {n_rows} rows; "
-                "a batch node returns one value per row"
-            )
+        try:
+            check_length(len(result), n_rows, label)
+        except BatchLengthError as error:
             raise wrap_error(error, label) from error
         wanted = self.outputs[0][2].to_arrow_dtype()
         return result if result.type == wanted else result.cast(wanted)
@@ -206,8 +205,6 @@ def _is_arrow(value: Any) -> bool:
 
 
 def _values(result: Any, n_rows: int, label: str) -> list[Any]:
-    from ...runtime.arrow_calls import as_values
-
     try:
         return as_values(result, n_rows, label)
     except Exception as error:

@@ -17,10 +17,12 @@ from typing import Any
 
 import loky
 
-from ...exceptions import WorkerDiedError
-from ...plan import MapPlan, RunPlan
+from ...exceptions import WorkerDiedError, wrap_error
+from ...plan import MapPlan, RunPlan, iter_rows, make_item
+from ...runtime.arrow_calls import call_over_rows
 from ...runtime.dispatch import callback_list
 from ...runtime.events import Events
+from ...runtime.items import may_settle
 from ...runtime.node_call import Services, Values
 from .executors import MAP_EXECUTORS, NODE_EXECUTORS, Compile
 from .parquet import write_results
@@ -112,6 +114,8 @@ class HypernodesEngine:
         on_error: str = "raise",
     ) -> list[Values]:
         services = self._services(plan.item, cache, callbacks, on_error, mapping=True)
+        if _one_batch(plan, services):
+            return _map_in_one_call(plan, inputs)
         return self._maps.map(plan, inputs, services)
 
     def iter_map(
@@ -260,6 +264,33 @@ class HypernodesEngine:
             size = self.max_workers or min(self.max_concurrency, _MAX_IO_THREADS)
             return ThreadPoolExecutor(size, thread_name_prefix="hypernodes-io")
         return ThreadPoolExecutor(self._workers, thread_name_prefix=f"hypernodes-{role}")
+
+
+def _one_batch(plan: MapPlan, services: Services) -> bool:
+    """Whether the map is HyperNodes 0.4's DualNode fast path: its one node has a batch
+    function, and no cache, callbacks or tolerated failures need each item on its own."""
+    steps = plan.item.steps
+    return (
+        len(steps) == 1
+        and steps[0].options.arrow_function is not None
+        and services.cache is None
+        and services.events is None
+        and not may_settle(plan.item, services.on_error)
+    )
+
+
+def _map_in_one_call(plan: MapPlan, inputs: Values) -> list[Values]:
+    """Every item of the map in one call of its one node's batch function."""
+    step = plan.item.steps[0]
+    shared = {k: v for k, v in inputs.items() if k not in plan.map_over}
+    rows = iter_rows(inputs, plan.map_over, plan.map_mode)
+    items = (make_item(shared, plan.map_over, row) for row in rows)
+    arguments = [{a: item[a] for a in step.args} for item in items]
+    batch = step.options.arrow_function
+    try:
+        return call_over_rows(batch, step.label, step.outputs, arguments)
+    except Exception as error:
+        raise wrap_error(error, step.label, f"<{len(arguments)} items>") from error
 
 
 def _stop(pool: Executor, wait: bool = True) -> None:
