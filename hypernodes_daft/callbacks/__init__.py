@@ -22,8 +22,9 @@
     print(metrics.table())                      # calls, cache hits, p50/p95/max, in-flight peak
 
 The modules: `base` (`PipelineCallback`, every hook declared), `progress` (tqdm bars and
-`report_progress`), `metrics` (`MetricsCallback` and its table), `telemetry` (the
-OpenTelemetry spans of `MetricsCallback(otel=True)`).
+`report_progress`), `metrics` (`MetricsCallback` and its table), `telemetry`
+(`TelemetryCallback`, HyperNodes 0.4's tracing, and the OpenTelemetry spans of
+`MetricsCallback(otel=True)`).
 
 Engines do not call the hooks one by one: the node runtime fires them through a
 `Callbacks` dispatcher (`hypernodes_daft.runtime.dispatch`, re-exported here), built once
@@ -38,6 +39,7 @@ from ..runtime.dispatch import HOOKS, CallbackContext, Callbacks, RowFailed
 from .base import PipelineCallback
 from .metrics import MetricsCallback
 from .progress import ProgressCallback, report_progress
+from .telemetry import TelemetryCallback
 
 __all__ = [
     "HOOKS",
@@ -48,6 +50,7 @@ __all__ = [
     "PipelineCallback",
     "ProgressCallback",
     "RowFailed",
+    "TelemetryCallback",
     "current_node",
     "node_context",
     "report_progress",
