@@ -116,3 +116,29 @@ def test_under_collect_a_dead_worker_costs_only_its_item(crashing):
     assert [r.index for r in results.errors] == [5]
     assert results.errors[0].error_type == "WorkerDiedError"
     assert results.ok == [{"y": 10 * x} for x in xs if x != 5]
+
+
+def test_a_parallel_map_runs_in_a_jupyter_kernel(tmp_path):
+    """Functions defined in a notebook cell travel to the workers, which never import the
+    kernel's main module."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    cells = [
+        "from hypernodes_daft import HypernodesEngine, Pipeline, node\n"
+        "@node(output_name='y')\n"
+        "def square(x: int) -> int:\n"
+        "    return x * x",
+        "engine = HypernodesEngine(map_executor='parallel', max_workers=2)\n"
+        "print(list(Pipeline(nodes=[square], engine=engine).map("
+        "inputs={'x': [1, 2, 3]}, map_over='x')))",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()
+    printed = notebook.cells[1].outputs[0]["text"].strip()
+    assert printed == "[{'y': 1}, {'y': 4}, {'y': 9}]"
