@@ -180,6 +180,15 @@ def test_dockerfile_installs_the_repository_with_the_ray_extra():
     assert f"{SRC}[ray]" in requirements, requirements
 
 
+def test_dockerfile_builds_on_python_slim_unless_given_another_base():
+    """tests/docker builds on its own base (Docker Hub is out of reach there) through
+    BASE_IMAGE; what a user's default build starts from stays python:3.11-slim."""
+    defaults = build_args()
+    assert arguments_of("FROM") == ["${BASE_IMAGE}"]
+    base = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m[1]], defaults["BASE_IMAGE"])
+    assert base == "python:3.11-slim"
+
+
 def test_dockerfile_copies_what_the_package_build_needs():
     copied = set()
     for arguments in arguments_of("COPY"):
