@@ -34,6 +34,7 @@ from .node import HyperNode, Node, node
 from .pipeline import Pipeline
 from .pipeline_node import PipelineNode
 from .plan import MapPlan, RunPlan
+from .resources import ResourceError
 from .results import ErrorRecord, MapResults
 from .runtime.context import NodeContext, current_node
 from .runtime.limits import ClusterLimit
@@ -73,6 +74,7 @@ __all__ = [
     "DependencyError",
     "ExecutionError",
     "WorkerDiedError",
+    "ResourceError",
     "ErrorRecord",
     "MapResults",
     "DaftEngine",

@@ -120,6 +120,8 @@ def _failure_line(collected: list[dict[str, Any]], total: int, skipped: int) -> 
 
 
 def inspect_command(args: argparse.Namespace) -> int:
+    from .options import options_of
+
     pipeline = load_pipeline(args.target)
     graph = pipeline.graph
     print(f"pipeline {pipeline.label!r}")
@@ -128,7 +130,9 @@ def inspect_command(args: argparse.Namespace) -> int:
     print("  nodes:")
     for node in graph.execution_order:
         outputs = ", ".join(node.output_names)
-        print(f"    {getattr(node, 'name', node)}({', '.join(node.root_args)}) -> {outputs}")
+        request = options_of(node).request
+        needs = f"  [{request}]" if request else ""
+        print(f"    {getattr(node, 'name', node)}({', '.join(node.root_args)}) -> {outputs}{needs}")
     if args.graph:
         pipeline.visualize(args.graph, depth=None)
         print(f"  graph:   {args.graph}")

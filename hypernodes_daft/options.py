@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
+from .resources import Resources
 from .results import check_on_error
 
 
@@ -54,6 +55,10 @@ class NodeOptions:
     - `arrow_function`: the node's column-wise twin (a `DualNode`'s `batch`): DaftEngine
       calls it once per batch with Arrow arrays, as for `batch=True`, while the local
       engines call the node's own function per item.
+    - `cpus`, `gpus`, `memory` (bytes, or a string like "4GiB"), `resources` (custom Ray
+      resources, e.g. {"model_host": 1}): what one call needs (`request`, resources.py).
+      DaftEngine asks Daft and Ray for them and places the node's function where they are;
+      the local engines run at most as many calls at once as this machine holds.
     """
 
     cache: bool = True
@@ -69,6 +74,17 @@ class NodeOptions:
     batch_size: int | None = None
     batch_delay: float = 0.05
     arrow_function: Callable[..., Any] | None = None
+    cpus: float | None = None
+    gpus: float | None = None
+    memory: int | str | None = None
+    resources: dict[str, float] | None = None
+
+    @property
+    def request(self) -> Resources:
+        """What one call of the node needs (empty: nothing said)."""
+        custom = tuple(sorted((self.resources or {}).items()))
+        memory = self.memory if isinstance(self.memory, int) else None
+        return Resources(self.cpus, self.gpus, memory, custom)
 
     def checked(self, name: str) -> NodeOptions:
         """These options, after checking each one; errors name node `name`."""
@@ -91,7 +107,15 @@ class NodeOptions:
                 f"{owner}: batch=True (Arrow arrays per Daft batch) and batch_size "
                 "(lists of concurrent items) are two ways of batching; choose one"
             )
-        return replace(self, retry_on=tuple(self.retry_on))
+        request = Resources.of(owner, self.cpus, self.gpus, self.memory, self.resources)
+        return replace(
+            self,
+            retry_on=tuple(self.retry_on),
+            cpus=request.cpus,
+            gpus=request.gpus,
+            memory=request.memory,
+            resources=dict(request.custom) or None,
+        )
 
 
 DEFAULT_OPTIONS = NodeOptions()

@@ -16,22 +16,57 @@ As in HyperNodes 0.4, `Model(...)` only stores its arguments; the first public a
 access or call builds the instance. Pickling keeps the class and the arguments, and
 unpickling returns the one object of this process for them: a process pool, a Daft worker
 or a Ray worker builds the resource once, however many tasks or partitions it runs.
+
+A model that needs a GPU, or a fixed number of copies, says so (resources.py):
+
+@stateful(gpus=1, replicas=2)      # exactly two instances, each holding a GPU
+class Encoder: ...
+
+DaftEngine then runs the nodes that use it as a Daft class UDF with two instances (Ray
+actors on a cluster), and every row's call goes to one of them; `replica_slots` gives
+each concurrent batch its own instance in a process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import queue
 import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
+
+from .resources import Resources
 
 T = TypeVar("T", bound=type)
 
 _instances: dict[tuple[type, str], Any] = {}  # this process's objects, by class and cache key
 _instances_lock = threading.Lock()
+_replica: ContextVar[int | None] = ContextVar("hypernodes_replica", default=None)
 
 
-def stateful(cls: T) -> T:
-    """Decorate a class whose instances are built lazily, once per process."""
+def stateful(
+    cls: T | None = None,
+    *,
+    cpus: float | None = None,
+    gpus: float | None = None,
+    memory: int | str | None = None,
+    resources: dict[str, float] | None = None,
+    replicas: int | None = None,
+) -> Any:
+    """Decorate a class whose instances are built lazily, once per process (`@stateful`),
+    or once per replica, with what each instance needs (`@stateful(gpus=1, replicas=2)`)."""
+    if cls is None:
+        return lambda c: stateful(
+            c, cpus=cpus, gpus=gpus, memory=memory, resources=resources, replicas=replicas
+        )
+    owner = f"@stateful class '{cls.__name__}'"
+    if replicas is not None and (isinstance(replicas, bool) or not isinstance(replicas, int)):
+        raise ValueError(f"{owner}: replicas must be a positive int or None, got {replicas!r}")
+    if replicas is not None and replicas < 1:
+        raise ValueError(f"{owner}: replicas must be a positive int or None, got {replicas!r}")
     wrapper = type(
         cls.__name__,
         (_Lazy,),
@@ -41,13 +76,74 @@ def stateful(cls: T) -> T:
             "__qualname__": cls.__qualname__,
             "__doc__": cls.__doc__,
             "__hypernode_stateful__": True,
+            "__hypernode_request__": Resources.of(owner, cpus, gpus, memory, resources),
+            "__hypernode_replicas__": replicas or 0,
         },
     )
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def is_stateful(value: Any) -> bool:
     return bool(getattr(type(value), "__hypernode_stateful__", False))
+
+
+def request_of(value: Any) -> tuple[Resources, int]:
+    """What an instance of a `@stateful` class needs, and how many replicas it wants (0:
+    one per process); nothing for any other value."""
+    if not is_stateful(value):
+        return Resources(), 0
+    return type(value).__hypernode_request__, type(value).__hypernode_replicas__
+
+
+class ReplicaSlots:
+    """At most `n` batches at once in this process, each with its own instance of every
+    `@stateful(replicas=...)` object it touches (slot i: instance i, built on first use).
+
+        slots = ReplicaSlots(2)
+        with slots.held():          # blocks while both slots are busy
+            model.predict(...)      # the slot's own instance
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self._free: queue.SimpleQueue[int] | None = None
+        self._lock = threading.Lock()
+
+    def _queue(self) -> queue.SimpleQueue[int]:
+        with self._lock:
+            if self._free is None:
+                self._free = queue.SimpleQueue()
+                for slot in range(self.n):
+                    self._free.put(slot)
+            return self._free
+
+    @contextmanager
+    def held(self) -> Iterator[int]:
+        free = self._queue()
+        slot = free.get()
+        token = _replica.set(slot)
+        try:
+            yield slot
+        finally:
+            _replica.reset(token)
+            free.put(slot)
+
+    @asynccontextmanager
+    async def aheld(self) -> AsyncIterator[int]:
+        free = self._queue()
+        slot = await asyncio.to_thread(free.get)  # never block the event loop
+        token = _replica.set(slot)
+        try:
+            yield slot
+        finally:
+            _replica.reset(token)
+            free.put(slot)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"n": self.n}  # a process's slots are its own
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["n"])  # type: ignore[misc]
 
 
 class _Lazy:
@@ -58,16 +154,17 @@ class _Lazy:
     def __init__(self, *args: Any, **kwargs: Any):
         object.__setattr__(self, "_args", args)
         object.__setattr__(self, "_kwargs", kwargs)
-        object.__setattr__(self, "_instance", None)
+        object.__setattr__(self, "_made", {})  # None: the process's instance; i: replica i
         object.__setattr__(self, "_lock", threading.Lock())
 
     def _get(self) -> Any:
-        instance = self._instance
+        slot = _replica.get() if type(self).__hypernode_replicas__ else None
+        instance = self._made.get(slot)
         if instance is None:
             with self._lock:
-                if self._instance is None:
-                    object.__setattr__(self, "_instance", self._cls(*self._args, **self._kwargs))
-                instance = self._instance
+                if slot not in self._made:
+                    self._made[slot] = self._cls(*self._args, **self._kwargs)
+                instance = self._made[slot]
         return instance
 
     def __getattr__(self, name: str) -> Any:
@@ -91,9 +188,9 @@ class _Lazy:
         return (_restore, (type(self), self._args, self._kwargs))
 
     def __repr__(self) -> str:
-        if self._instance is None:
+        if None not in self._made:
             return f"<{self._cls.__name__} (not initialized)>"
-        return repr(self._instance)
+        return repr(self._made[None])
 
 
 def _restore(wrapper: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -1048,7 +1048,7 @@ def test_identical_calls_of_concurrent_batches_are_made_once():
 
     plan = Pipeline(nodes=[slow_double]).plan(inputs={"x": [1]}, map_over="x").item
     setup = Setup(services=Services(cache=MemoryCache()))
-    (group,) = plan_groups(plan, set())
+    (group,) = plan_groups(plan, {})
     runner = make_runner(group, {}, setup, step_lineages(plan, setup))
     first, second = {"x": [1, 2, 3]}, {"x": [3, 2, 4]}
 
@@ -1079,7 +1079,7 @@ def test_identical_calls_of_sync_batches_on_two_threads_are_made_once():
 
     plan = Pipeline(nodes=[slow_double]).plan(inputs={"x": [1]}, map_over="x").item
     setup = Setup(services=Services(cache=MemoryCache()))
-    (group,) = plan_groups(plan, set())
+    (group,) = plan_groups(plan, {})
     runner = make_runner(group, {}, setup, step_lineages(plan, setup))
     first, second = {"x": [1, 2, 3]}, {"x": [4, 2, 1]}
 
@@ -1114,7 +1114,7 @@ def test_a_call_failing_in_one_batch_fails_the_rows_waiting_for_it_in_another():
     plan = Pipeline(nodes=[slow_inverse]).plan(inputs={"x": [1]}, map_over="x").item
     services = Services(cache=MemoryCache(), on_error="collect")
     setup = Setup(services=services, tolerant=True)
-    (group,) = plan_groups(plan, set())
+    (group,) = plan_groups(plan, {})
     runner = make_runner(group, {}, setup, step_lineages(plan, setup))
     first, second = {"x": [0, 1], ERROR: [None, None]}, {"x": [2, 0], ERROR: [None, None]}
 

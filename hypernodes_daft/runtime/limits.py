@@ -6,6 +6,8 @@ often they start (`@node(rate_limit=R)`, calls per second).
 Async calls are bounded per event loop (one loop per process here, and per Daft worker),
 sync calls per process with a semaphore: the bound holds across every item of a map.
 `ClusterLimit(N)` bounds them across every process of a Ray cluster instead.
+`local_bound` lowers a node's bound to the calls this machine can hold at once for what
+each one asks (`@node(gpus=1)`: one call per visible GPU).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from ..options import SharedLimit
+from ..options import NodeOptions, SharedLimit
+from ..resources import Placement, check_fits, local_machine
 
 
 class _Slots:
@@ -259,3 +263,16 @@ def rate_limited(func: Callable[..., Any], is_async: bool, per_second: float) ->
         return func(*args, **kwargs)
 
     return paced
+
+
+def local_bound(options: NodeOptions, label: str) -> int | SharedLimit | None:
+    """The node's `max_concurrency`, lowered to as many calls as this machine holds at once
+    for its `cpus`/`gpus`/`memory` (custom Ray resources name cluster machines: they do not
+    bound local calls). A request this machine cannot hold once is a `ResourceError`."""
+    request = replace(options.request, custom=())
+    if not request or isinstance(options.max_concurrency, SharedLimit):
+        return options.max_concurrency
+    machine = local_machine()
+    check_fits([Placement(label, request)], [machine], "this machine")
+    fits = request.copies_on(machine)
+    return min(fits, options.max_concurrency or fits)

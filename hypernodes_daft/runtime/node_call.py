@@ -34,6 +34,7 @@ from .arrow_calls import one_row
 from .context import NodeContext, node_frame
 from .events import Events
 from .grouping import grouper_for
+from .limits import local_bound
 from .loop import run_coroutine
 from .resilience import resilient
 
@@ -249,7 +250,8 @@ class NodeCall:
         )
         events, label = node.events, node.label
         on_retry = None if events is None else (lambda: events.node_retry(label))
-        self.func = node.resilient(func, node.options.max_concurrency, per_item, on_retry)
+        limit = local_bound(node.options, node.label)
+        self.func = node.resilient(func, limit, per_item, on_retry)
         self.args, self.outputs, self.single = node.args, node.outputs, node.single
         self.is_async = node.is_async
         self.events = events

@@ -1,5 +1,6 @@
-"""A real local Ray cluster for the integration tests: a head and one worker node, one CPU
-each, on 127.0.0.1 only (the settings of tests/conftest.py are made before Ray starts).
+"""A real local Ray cluster for the integration tests: a head and two worker nodes, one CPU
+each, on 127.0.0.1 only (the settings of tests/conftest.py are made before Ray starts). One
+worker declares a GPU, the other a custom resource "model_host"; the head has neither.
 
 Only what the fixture started is stopped (`cluster.shutdown()`), never `ray stop`.
 """
@@ -19,9 +20,11 @@ def ray_cluster():
     cluster = None
     try:  # created inside the try: a failed start is cleaned up too
         cluster = cluster_utils.Cluster(
-            initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+            initialize_head=True,
+            head_node_args={"num_cpus": 1, "num_gpus": 0, "include_dashboard": False},
         )
-        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=1, num_gpus=1)  # Ray takes a declared GPU without one
+        cluster.add_node(num_cpus=1, resources={"model_host": 1})
         cluster.wait_for_nodes()
         yield cluster
     finally:

@@ -24,7 +24,7 @@ keep_local()
 import cloudpickle  # noqa: E402
 import ray  # noqa: E402
 
-from hypernodes_daft import DaftEngine, Pipeline, node, stateful  # noqa: E402
+from hypernodes_daft import DaftEngine, HypernodesEngine, Pipeline, node, stateful  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(TESTS))
@@ -321,6 +321,104 @@ def _count(items) -> dict:
     for item in items:
         counts[item] = counts.get(item, 0) + 1
     return counts
+
+
+def _node_with(resource: str) -> str:
+    (found,) = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get(resource)]
+    return found
+
+
+def job_placement(engine: DaftEngine, _: str) -> dict:
+    """Where each row of a plain, a `gpus=1` and a custom-resource node ran, and the same
+    pipeline's results on a local engine."""
+
+    @node(output_name="a")
+    def anywhere(x: int) -> list:
+        time.sleep(0.002)
+        return [x + 1, where()]
+
+    @node(output_name="b", gpus=1)
+    def on_gpu(a: list) -> list:
+        return [a[0] * 2, where(), os.environ.get("CUDA_VISIBLE_DEVICES")]
+
+    @node(output_name="c", resources={"model_host": 1})
+    def on_host(b: list) -> list:
+        return [b[0] - 3, where()]
+
+    pipeline = Pipeline(nodes=[anywhere, on_gpu, on_host])
+    rows = pipeline.map(inputs={"x": list(range(400))}, map_over="x", engine=engine)
+    os.environ["CUDA_VISIBLE_DEVICES"] = "0"  # the local engine's one GPU, declared
+    local = pipeline.map(inputs={"x": list(range(400))}, map_over="x", engine=HypernodesEngine())
+    return {
+        "values": [r["c"][0] for r in rows],
+        "local": [r["c"][0] for r in local],
+        "gpu_node": _node_with("GPU"),
+        "host_node": _node_with("model_host"),
+        "anywhere": _count(r["a"][1] for r in rows),
+        "on_gpu": _count(r["b"][1] for r in rows),
+        "devices": sorted({str(r["b"][2]) for r in rows}),
+        "on_host": _count(r["c"][1] for r in rows),
+    }
+
+
+@stateful(replicas=2)
+class Replicated:
+    """A model held by exactly two instances; each construction leaves a file behind."""
+
+    def __init__(self, directory: str):
+        Path(directory, f"{os.getpid()}-{time.monotonic_ns()}").touch()
+        self.pid = os.getpid()
+
+    def predict(self, x: int) -> list:
+        return [x * 3, self.pid]
+
+
+def job_replicas(engine: DaftEngine, directory: str) -> dict:
+    """How many times a `@stateful(replicas=2)` model serving 10,000 rows was built."""
+
+    @node(output_name="y")
+    def predict(x: int, model: Replicated) -> list:
+        return model.predict(x)
+
+    rows = Pipeline(nodes=[predict]).map(
+        inputs={"x": list(range(10_000)), "model": Replicated(directory)},
+        map_over="x",
+        engine=engine,
+    )
+    return {
+        "ys": [r["y"][0] for r in rows],
+        "constructed": len(list(Path(directory).iterdir())),
+        "served_by": _count(str(r["y"][1]) for r in rows),
+    }
+
+
+def job_unsatisfiable(engine: DaftEngine, what: str) -> dict:
+    """A request nothing in the cluster holds: the error, how long it took, and whether
+    every resource of the cluster is free again afterwards."""
+
+    class Model:
+        def predict(self, x: int) -> int:
+            return x
+
+    requests = {"gpus": {"gpus": 2}, "memory": {"memory": "1TiB"}, "replicas": {}}
+    model = stateful(replicas=8)(Model)() if what == "replicas" else Model()
+
+    @node(output_name="y", **requests[what])
+    def ask(x: int, model: Model) -> int:
+        return model.predict(x)
+
+    started = time.monotonic()
+    try:
+        Pipeline(nodes=[ask]).map(
+            inputs={"x": list(range(20)), "model": model}, map_over="x", engine=engine
+        )
+        error = None
+    except Exception as failure:  # the error is what the test reads
+        error = f"{type(failure).__name__}: {failure}"
+    seconds = time.monotonic() - started
+    time.sleep(1)  # resources a started task held are given back within this
+    free = ray.available_resources().get("CPU", 0) == ray.cluster_resources().get("CPU")
+    return {"error": error, "seconds": seconds, "all_free": free}
 
 
 JOBS = {name[4:]: job for name, job in globals().items() if name.startswith("job_")}

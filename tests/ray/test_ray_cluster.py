@@ -22,10 +22,10 @@ def test_shared_scenarios_give_the_oracle_results_on_ray(run_job):
     assert results and all(ok is True for ok in results.values()), results
 
 
-def test_rows_of_a_map_run_on_both_nodes(run_job):
+def test_rows_of_a_map_spread_over_the_nodes(run_job):
     result = run_job("spread")
     assert result["values"] == [x + 1000 for x in range(400)]  # in order, closure travelled
-    assert len(result["rows_per_node"]) == 2, result["rows_per_node"]
+    assert len(result["rows_per_node"]) >= 2, result["rows_per_node"]
 
 
 def test_async_concurrency_bound_holds_in_every_worker_process(run_job):

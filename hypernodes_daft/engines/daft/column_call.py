@@ -46,6 +46,7 @@ class Setup:
     in_process: bool = True  # the native runner: Daft functions run in this process
     report: Any = None  # where batches are reported for the callbacks (reporting.py)
     tolerant: bool = False  # some node may record failures: frames carry an ERROR column
+    cluster: Any = None  # placement.Cluster: checks that resource requests can be held
 
 
 @dataclass

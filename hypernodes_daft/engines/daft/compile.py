@@ -48,7 +48,7 @@ def build(
 ) -> daft.DataFrame:
     """Add the columns of `plan`'s outputs to `frame`; `names` gains where each output is.
     `within`: the labels of the nested steps `plan` is inlined for (errors name them)."""
-    constants = {name for name, ref in names.items() if isinstance(ref, Const)}
+    constants = {name: ref.value for name, ref in names.items() if isinstance(ref, Const)}
     groups = plan_groups(plan, constants)
     keys = step_lineages(plan, setup)
     for index, group in enumerate(groups):
@@ -137,6 +137,9 @@ def _add_function(
     reads = list(dict.fromkeys(a for s in group.steps for a in s.args if a not in produced))
     columns = tuple(a for a in reads if not isinstance(names[a], Const))
     constants = {a: names[a].value for a in reads if isinstance(names[a], Const)}
+    if group.placement is not None and setup.cluster is not None:
+        setup.cluster.check(group.placement)  # before anything runs
+        frame = setup.cluster.stage(frame)
     runner = make_runner(group, constants, setup, keys)
     types = {name: t for s in group.steps for name, t in value_types(s).items()}
     if isinstance(runner, ArrowNode) and PYTHON in types.values():
@@ -151,7 +154,7 @@ def _add_function(
     if setup.tolerant:  # the failures so far in, this function's added out
         columns, arguments = (*columns, ERROR), [*arguments, col(ERROR)]
         outputs = [*outputs, (ERROR, ERROR, ERROR_TYPE)]
-    expr = daft_call(runner, group, columns, outputs, setup.in_process, arguments)
+    expr = daft_call(runner, group, columns, outputs, setup, arguments)
     if len(outputs) == 1:
         return frame.with_column(outputs[0][1], expr)
     kept = [col(c) for c in frame.column_names if c != ERROR]  # the function returns it anew

@@ -32,6 +32,7 @@ from ...runtime.loop import stream_in_thread
 from ...runtime.node_call import Services
 from .column_call import ERROR, Setup
 from .compile import Const, Names, build, constant_column
+from .placement import Cluster
 from .reporting import batch_report
 from .types import ERROR_TYPE, input_column
 
@@ -231,7 +232,8 @@ class DaftEngine:
         report = batch_report(events, self.runner)
         tolerant = may_settle(plan, on_error)
         in_process = self.runner == "native"
-        setup = Setup(self.max_concurrency, services, in_process, report, tolerant)
+        cluster = Cluster(self.runner, self.address)
+        setup = Setup(self.max_concurrency, services, in_process, report, tolerant, cluster)
         return _Execution(setup, events, report)
 
     def _lazy_map(

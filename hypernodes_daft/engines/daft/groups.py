@@ -1,9 +1,11 @@
 """How the steps of a plan are grouped into Daft functions: pure planning, no execution.
 
-    >>> print(*plan_groups(plan, constants={"model_name"}), sep="\\n")
+    >>> print(*plan_groups(plan, constants={"model_name": "mini", "encoder": Encoder()}),
+    ...       sep="\\n")
     driver: load_model
     sync: clean+tokenize
     async: enrich
+    sync: embed [gpus=1, replicas=2]
     sync: score
 
 - "driver": the step reads only constants, so it runs once, on the driver; its outputs
@@ -14,13 +16,21 @@
   N rows of the batch per call (request grouping).
 - "nested": a nested pipeline run once per row; its steps are inlined.
 - "map": a nested pipeline mapped over lists: items flattened, run, regrouped per row.
+
+A group also says what each of its calls needs (`request`: the node's `cpus`/`gpus`/...
+with those of the `@stateful` constants it reads) and how many instances must serve it
+(`replicas`, from `@stateful(replicas=N)`). Nodes with different needs never share a
+function: a GPU node is a function of its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...plan import RunPlan, Step
+from ...resources import Placement, Resources
+from ...stateful import request_of
 
 
 @dataclass
@@ -29,28 +39,66 @@ class Group:
 
     kind: str
     steps: list[Step] = field(default_factory=list)
+    request: Resources = Resources()
+    replicas: int = 0
 
     @property
     def label(self) -> str:
         return "+".join(s.label for s in self.steps)
 
+    @property
+    def placement(self) -> Placement | None:
+        """Where the group's function must run, if it asks for anything."""
+        if not (self.request or self.replicas):
+            return None
+        return Placement(self.label, self.request, self.replicas)
+
+    @property
+    def needs(self) -> str:
+        """What each call asks for, as `explain()` shows it: "" or "[gpus=1, replicas=2]"."""
+        parts = [str(self.request)] if self.request else []
+        parts += [f"replicas={self.replicas}"] if self.replicas else []
+        return f"[{', '.join(parts)}]" if parts else ""
+
     def __str__(self) -> str:
-        return f"{self.kind}: {self.label}"
+        return f"{self.kind}: {self.label} {self.needs}".rstrip()
 
 
-def plan_groups(plan: RunPlan, constants: set[str]) -> list[Group]:
-    """The steps of `plan` grouped by how they run, given which values are constants."""
+def plan_groups(plan: RunPlan, constants: dict[str, Any]) -> list[Group]:
+    """The steps of `plan` grouped by how they run, given the values that are constants."""
     groups: list[Group] = []
     known = set(constants)
     for step in plan.steps:
         kind = _kind(step, known)
         if kind == "driver":
             known.update(step.outputs)
-        if kind == "sync" and groups and groups[-1].kind == "sync":
-            groups[-1].steps.append(step)
+        request, replicas = _needs(step, constants)
+        last = groups[-1] if groups else None
+        if (
+            kind == "sync"
+            and last
+            and last.kind == "sync"
+            and (last.request, last.replicas)
+            == (
+                request,
+                replicas,
+            )
+        ):
+            last.steps.append(step)
         else:
-            groups.append(Group(kind, [step]))
+            groups.append(Group(kind, [step], request, replicas))
     return groups
+
+
+def _needs(step: Step, constants: dict[str, Any]) -> tuple[Resources, int]:
+    """A step's request: its node's, with that of each `@stateful` constant it reads (the
+    instance lives where the call runs); its replicas: the most any of them asks for."""
+    request, replicas = step.options.request, 0
+    for arg in step.args:
+        if arg in constants:
+            wanted, copies = request_of(constants[arg])
+            request, replicas = request.merged(wanted), max(replicas, copies)
+    return request, replicas
 
 
 def _kind(step: Step, constants: set[str]) -> str:

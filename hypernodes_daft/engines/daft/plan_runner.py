@@ -35,7 +35,7 @@ class PlanRunner:
         self.runners: list[Any] = []
         self.failure: ExecutionError | None = None
         keys = step_lineages(plan, setup)
-        for group in plan_groups(plan, set(self.constants)):
+        for group in plan_groups(plan, self.constants):
             if group.kind == "driver":
                 outputs, failure = run_on_driver(group.steps[0], self.constants, setup)
                 self.failure = self.failure or failure

@@ -2,17 +2,22 @@
 struct) out.
 
     outputs = [("tokens", "tokens", DataType.list(DataType.string()))]
-    expr = daft_call(runner, group, ("text",), outputs, in_process=True,
-                     arguments=[col("text")])          # group.label: "clean+tokenize"
+    expr = daft_call(runner, group, ("text",), outputs, setup, [col("text")])
+    # group.label: "clean+tokenize"
     frame = frame.with_column("tokens", expr)
 
-The Daft function is named after its nodes, so `explain()` shows one UDF per group.
+The Daft function is named after its nodes and what they ask for (`embed[gpus=1]`), so
+`explain()` shows one UDF per group. A group that asks for resources gets them from Daft
+(placement.py); one whose `@stateful` model wants `replicas=R` runs as a Daft class UDF of
+R instances on Ray (R actors, each with its own model), and on the native runner as R
+concurrent batches, each with its own instance (`ReplicaSlots`).
 """
 
 from __future__ import annotations
 
 import time
 import weakref
+from contextlib import nullcontext
 from typing import Any
 
 import daft
@@ -21,12 +26,18 @@ from daft import DataType
 from ...exceptions import ExecutionError, PlanningError, wrap_error
 from ...results import ErrorRecord
 from ...runtime.arrow_calls import BatchLengthError, as_values, check_length
-from .column_call import ERROR, Columns
+from ...stateful import ReplicaSlots
+from .column_call import ERROR, Columns, Setup
 from .groups import Group
+from .placement import udf_options
 from .runners import ArrowNode
 from .types import PYTHON, to_column
 
 Output = tuple[str, str, DataType]  # (value name, column name, Daft type)
+
+# Rows per call of a replicated group on the native runner: small enough that every
+# replica gets batches of a partition, large enough that a call's overhead is nothing.
+REPLICA_BATCH = 256
 
 
 class SeriesFunction:
@@ -38,8 +49,10 @@ class SeriesFunction:
         inputs: tuple[str, ...],
         outputs: list[Output],
         producers: dict[str, str],
+        slots: ReplicaSlots | None = None,
     ):
         self.runner = runner
+        self.slots = slots  # each batch on its own replica of the group's models
         self.inputs = inputs
         self.outputs = outputs
         self.producers = producers  # output name -> label of the node that returns it
@@ -54,16 +67,18 @@ class SeriesFunction:
         )
 
     def __call__(self, *series: daft.Series) -> Any:
-        if self.arrow_only:
-            return self._arrow(series)
-        columns, n_rows = self._columns(series)
-        self.runner.compute(columns, n_rows)
-        return self._result(columns)
+        with self.slots.held() if self.slots else nullcontext():
+            if self.arrow_only:
+                return self._arrow(series)
+            columns, n_rows = self._columns(series)
+            self.runner.compute(columns, n_rows)
+            return self._result(columns)
 
     async def acall(self, *series: daft.Series) -> Any:
-        columns, n_rows = self._columns(series)
-        await self.runner.acompute(columns, n_rows)
-        return self._result(columns)
+        async with self.slots.aheld() if self.slots else nullcontext():
+            columns, n_rows = self._columns(series)
+            await self.runner.acompute(columns, n_rows)
+            return self._result(columns)
 
     @staticmethod
     def _records(errors: list[Any]) -> list[Any]:
@@ -127,21 +142,25 @@ def daft_call(
     group: Group,
     inputs: tuple[str, ...],
     outputs: list[Output],
-    in_process: bool,
+    setup: Setup,
     arguments: list[daft.Expression],
 ) -> daft.Expression:
     """`runner` applied to `arguments` as a Daft batch function (several outputs come back
     as a struct). Daft pickles every function it is given, to check it can travel; one that
     cannot runs through `_InProcess` on the native runner, and is refused on Ray."""
     producers = {o: s.label for s in group.steps for o in s.outputs}
-    call = SeriesFunction(runner, inputs, outputs, producers)
+    in_process = setup.in_process
+    # on Ray each replica is an actor of its own, with one slot; here, `replicas` slots
+    slots = ReplicaSlots(group.replicas if in_process else 1) if group.replicas else None
+    call = SeriesFunction(runner, inputs, outputs, producers, slots)
+    options = udf_options(group, setup.cluster)
     try:
-        return _batch_function(call, group.label, outputs)(*arguments)
+        return _daft_function(call, group, outputs, options)(*arguments)
     except ValueError as error:
         if "serializable" not in str(error):
             raise
         if in_process:
-            return _batch_function(_InProcess(call), group.label, outputs)(*arguments)
+            return _daft_function(_InProcess(call), group, outputs, options)(*arguments)
         reason = error.__cause__ or error
         raise PlanningError(
             f"node(s) '{group.label}' cannot be sent to Daft workers: pickling the function or "
@@ -150,13 +169,25 @@ def daft_call(
         ) from reason
 
 
-def _batch_function(call: Any, label: str, outputs: list[Output]) -> Any:
-    """`call` as a Daft batch function named after its nodes (what `explain()` shows)."""
+def _daft_function(call: Any, group: Group, outputs: list[Output], options: dict[str, Any]) -> Any:
+    """`call` as a Daft batch function (or, given `max_concurrency`, a class UDF) named
+    after its nodes and their requests (what `explain()` shows), asking for `options`."""
     if len(outputs) == 1:
         dtype, unnest = outputs[0][2], False
     else:
         dtype, unnest = DataType.struct({column: t for _, column, t in outputs}), True
+    label = group.label + group.needs
+    if "max_concurrency" in options:
+        replica = _replica_class(call, label, dtype, unnest)
+        return daft.cls(name_override=label, **options)(replica)(call)
+    batch_size = REPLICA_BATCH if group.replicas else None
+    function = _function(call, label)
+    return daft.func.batch(
+        return_dtype=dtype, unnest=unnest, use_process=False, batch_size=batch_size, **options
+    )(function)
 
+
+def _function(call: Any, label: str) -> Any:
     if call.is_async:
 
         async def function(*series: daft.Series) -> Any:
@@ -168,7 +199,34 @@ def _batch_function(call: Any, label: str, outputs: list[Output]) -> Any:
 
     function.__name__ = function.__qualname__ = label
     function.__module__ = "hypernodes"
-    return daft.func.batch(return_dtype=dtype, unnest=unnest, use_process=False)(function)
+    return function
+
+
+def _replica_class(call: Any, label: str, dtype: DataType, unnest: bool) -> type:
+    """A class whose instances (Ray actors) each run the group's function; for a group with
+    replicas, each holds one replica of its models."""
+    method = daft.method.batch(return_dtype=dtype, unnest=unnest)
+    if call.is_async:
+
+        class Replica:
+            def __init__(self, call: Any):
+                self.call = call
+
+            @method
+            async def __call__(self, *series: daft.Series) -> Any:
+                return await self.call.acall(*series)
+    else:
+
+        class Replica:  # type: ignore[no-redef]
+            def __init__(self, call: Any):
+                self.call = call
+
+            @method
+            def __call__(self, *series: daft.Series) -> Any:
+                return self.call(*series)
+
+    Replica.__name__ = Replica.__qualname__ = label
+    return Replica
 
 
 _in_process: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()

@@ -258,8 +258,9 @@ class HypernodesEngine:
         return self._owned[role]
 
     def _new_pool(self, role: str) -> Executor:
-        if role == "map":  # threads, or processes for the parallel executor
-            return self._maps.new_pool()
+        if role.partition(":")[0] == "map":  # threads, or processes for "parallel"
+            size = role.partition(":")[2]  # "map:R": a pool of R for a model of R replicas
+            return self._maps.new_pool(int(size) if size else None)
         if role == "io":
             size = self.max_workers or min(self.max_concurrency, _MAX_IO_THREADS)
             return ThreadPoolExecutor(size, thread_name_prefix="hypernodes-io")

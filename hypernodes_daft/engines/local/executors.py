@@ -25,6 +25,7 @@ from ...runtime.events import aobserved_stream, observed_map, observed_stream
 from ...runtime.items import RunItem, compile_run, map_items, stream_items
 from ...runtime.loop import run_coroutine, stream_in_thread
 from ...runtime.node_call import Services, Values
+from ...stateful import request_of
 from .asynchronous import ARunItem, amap_items, compile_arun
 from .parallel import iter_parallel, map_parallel
 from .streaming import Streamed, astream_items, stream_from_loop, stream_threaded
@@ -142,9 +143,9 @@ class SequentialMap:
     ) -> AsyncIterator[Streamed]:
         return stream_in_thread(self.iter_map(plan, inputs, services))
 
-    def new_pool(self) -> Executor:
+    def new_pool(self, size: int | None = None) -> Executor:
         """The pool of the "map" role, when the engine was not given one."""
-        return ThreadPoolExecutor(self.workers, thread_name_prefix="hypernodes-map")
+        return ThreadPoolExecutor(size or self.workers, thread_name_prefix="hypernodes-map")
 
     def _map(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
         run_item = self.nodes.runner(plan.item, services)
@@ -186,16 +187,26 @@ class ParallelMap(SequentialMap):
 
     name = "parallel"
 
-    def new_pool(self) -> Executor:
+    def new_pool(self, size: int | None = None) -> Executor:
         # loky, not multiprocessing: its workers are fresh interpreters (no fork of a process
         # running threads) that never import the user's __main__, so no main guard is needed
-        return loky.ProcessPoolExecutor(self.workers)
+        return loky.ProcessPoolExecutor(size or self.workers)
 
     def _map(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
-        return map_parallel(self.pool, self.workers, plan, inputs, services)
+        return map_parallel(*self._pools_for(inputs), plan, inputs, services)
 
     def _stream(self, plan: MapPlan, inputs: Values, services: Services) -> Iterator[Streamed]:
-        return iter_parallel(self.pool, self.workers, plan, inputs, services)
+        return iter_parallel(*self._pools_for(inputs), plan, inputs, services)
+
+    def _pools_for(self, inputs: Values) -> tuple[Callable[..., Executor], int]:
+        """The pools and worker count for a map of `inputs`: each worker process holds its
+        own instance of a `@stateful` object, so one with `replicas=R` gets a pool of at
+        most R workers (a "map:R" pool, kept beside the full one)."""
+        replicas = min(filter(None, (request_of(v)[1] for v in inputs.values())), default=0)
+        if not replicas or replicas >= self.workers:
+            return self.pool, self.workers
+        pool = self.pool
+        return (lambda role, broken=None: pool(f"{role}:{replicas}", broken)), replicas
 
 
 class AsyncMap(SequentialMap):
