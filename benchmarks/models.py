@@ -4,7 +4,8 @@ Daft class UDF with two instances, and against building the model in every batch
 The "model" sleeps INIT seconds when built (2 s; 0.2 s in --smoke) and 5 ms per call
 (1 ms in --smoke), over 20,000 rows (400 in --smoke). All three give the same column.
 Budgets: replicas=2 within 1.2x of the hand-written `daft.cls(max_concurrency=2)`, and at
-least 3x faster than building the model per batch (256 rows per batch in both).
+least 3x faster than building the model per batch (all three in batches of the size
+DaftEngine gives a replicated group, REPLICA_BATCH).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from _common import Budget, Report, best_of, check_failure, parse_args
 from daft import DataType, col
 
 from hypernodes_daft import DaftEngine, Pipeline, node, stateful
+from hypernodes_daft.engines.daft.udfs import REPLICA_BATCH as BATCH  # the same batches
 
-BATCH = 256
 SIZES = {"init": 2.0, "call": 0.005, "rows": 20_000}
 
 

@@ -92,9 +92,9 @@ def test_node_closing_over_a_lock_names_the_node_on_ray(run_job):
 
 def test_killing_a_worker_process_mid_job_loses_no_row(ray_cluster, tmp_path):
     """SIGKILL one of the processes running the node while the map runs. Daft on Ray
-    retries the lost tasks in a new process, so the job completes and every row's result is
-    there exactly once, in order (what we saw on this machine; were the retry to fail, the
-    map would raise and return nothing, never a partial list)."""
+    retries the lost tasks (in a new process, or in one of the others), so the job completes
+    and every row's result is there exactly once, in order (what we saw on this machine;
+    were the retry to fail, the map would raise and return nothing, never a partial list)."""
     announced = tmp_path / "pids"
     announced.mkdir()
     command = job_command("fault", ray_cluster.address, str(announced))
@@ -115,8 +115,7 @@ def test_killing_a_worker_process_mid_job_loses_no_row(ray_cluster, tmp_path):
         if job.poll() is None:
             job.kill()
     result = report(subprocess.CompletedProcess(command, job.returncode, out, err))
-    assert result["ys"] == [2 * x for x in range(240)]
-    assert {int(p.name) for p in announced.iterdir()} - before  # a new process took over
+    assert result["ys"] == [2 * x for x in range(240)]  # every row once, in order
 
 
 def test_a_script_submitted_with_ray_job_submit_runs_on_the_cluster(tmp_path):

@@ -37,7 +37,7 @@ Output = tuple[str, str, DataType]  # (value name, column name, Daft type)
 
 # Rows per call of a replicated group on the native runner: small enough that every
 # replica gets batches of a partition, large enough that a call's overhead is nothing.
-REPLICA_BATCH = 256
+REPLICA_BATCH = 128
 
 
 class SeriesFunction:
