@@ -119,25 +119,23 @@ class ReplicaSlots:
 
     @contextmanager
     def held(self) -> Iterator[int]:
-        free = self._queue()
-        slot = free.get()
-        token = _replica.set(slot)
-        try:
+        with self._using(self._queue().get()) as slot:
             yield slot
-        finally:
-            _replica.reset(token)
-            free.put(slot)
 
     @asynccontextmanager
     async def aheld(self) -> AsyncIterator[int]:
         free = self._queue()
-        slot = await asyncio.to_thread(free.get)  # never block the event loop
+        with self._using(await asyncio.to_thread(free.get)) as slot:  # the loop never blocks
+            yield slot
+
+    @contextmanager
+    def _using(self, slot: int) -> Iterator[int]:
         token = _replica.set(slot)
         try:
             yield slot
         finally:
             _replica.reset(token)
-            free.put(slot)
+            self._queue().put(slot)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"n": self.n}  # a process's slots are its own

@@ -4,6 +4,7 @@ model. On a Ray cluster: tests/ray/test_resources_on_ray.py."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -229,3 +230,17 @@ def test_a_process_pool_runs_at_most_replicas_workers_for_a_replicated_model(tmp
     assert [r["b"] for r in results] == [(x + 1) * 3 for x in range(200)]
     pids = {p.name.split("-")[0] for p in tmp_path.iterdir()}
     assert 1 <= len(pids) <= 2 and len(list(tmp_path.iterdir())) == len(pids)
+
+
+def test_an_async_node_with_a_replicated_model_holds_a_replica_per_batch(tmp_path):
+    @node(output_name="b")
+    async def ascore(a: int, model: Model) -> int:
+        await asyncio.sleep(0.001)
+        return model.predict(a)
+
+    xs = list(range(600))
+    results = Pipeline(nodes=[prepare, ascore], engine=DaftEngine()).map(
+        inputs={"x": xs, "model": Model(str(tmp_path))}, map_over="x"
+    )
+    assert [r["b"] for r in results] == [(x + 1) * 3 for x in xs]
+    assert 1 <= len(list(tmp_path.iterdir())) <= 2

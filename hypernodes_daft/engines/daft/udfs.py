@@ -180,7 +180,9 @@ def _daft_function(call: Any, group: Group, outputs: list[Output], options: dict
     if "max_concurrency" in options:
         replica = _replica_class(call, label, dtype, unnest)
         return daft.cls(name_override=label, **options)(replica)(call)
-    batch_size = REPLICA_BATCH if group.replicas else None
+    # not for async functions: Daft 0.7.26 returns the batches of an async function with a
+    # batch_size out of order (rows stay whole, the frame's order does not)
+    batch_size = REPLICA_BATCH if group.replicas and not call.is_async else None
     function = _function(call, label)
     return daft.func.batch(
         return_dtype=dtype, unnest=unnest, use_process=False, batch_size=batch_size, **options
