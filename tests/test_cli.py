@@ -72,6 +72,25 @@ def test_inspect_prints_nodes_inputs_and_outputs(project):
     assert "double(x) -> doubled" in done.stdout and "label(doubled, prefix)" in done.stdout
 
 
+def test_inspect_shows_what_each_node_asks_for(tmp_path):
+    (tmp_path / "models.py").write_text(
+        textwrap.dedent(
+            """
+            from hypernodes_daft import Pipeline, node
+
+            @node(output_name="vector", cpus=2, memory="1GiB", resources={"model_host": 1})
+            def embed(text: str) -> list:
+                return [len(text)]
+
+            pipeline = Pipeline(nodes=[embed])
+            """
+        )
+    )
+    done = cli("inspect", "models.py:pipeline", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "embed(text) -> vector  [cpus=2, memory=1GiB, model_host=1]" in done.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
