@@ -244,3 +244,19 @@ def test_an_async_node_with_a_replicated_model_holds_a_replica_per_batch(tmp_pat
     )
     assert [r["b"] for r in results] == [(x + 1) * 3 for x in xs]
     assert 1 <= len(list(tmp_path.iterdir())) <= 2
+
+
+def test_replicas_beyond_the_cores_are_fine_on_the_native_runner():
+    @stateful(replicas=8)
+    class Client:
+        def ask(self, x: int) -> int:
+            return x + 100
+
+    @node(output_name="y")
+    def ask(x: int, client: Client) -> int:
+        return client.ask(x)
+
+    results = Pipeline(nodes=[ask], engine=DaftEngine()).map(
+        inputs={"x": [1, 2, 3], "client": Client()}, map_over="x"
+    )
+    assert [r["y"] for r in results] == [101, 102, 103]

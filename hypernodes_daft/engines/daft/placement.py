@@ -17,8 +17,8 @@ from typing import Any
 from ...resources import Placement, Resources, check_fits, local_machine
 from .groups import Group
 
-# A replica is a Ray actor: it holds one CPU unless it says otherwise, so "replicas=8" on
-# a 2-CPU cluster is refused rather than left waiting for CPUs that never come.
+# On Ray a replica is an actor: it holds one CPU unless it says otherwise, so "replicas=8"
+# on a 2-CPU cluster is refused rather than left waiting for CPUs that never come.
 REPLICA_CPUS = 1.0
 
 
@@ -35,7 +35,7 @@ class Cluster:
         request = placement.request
         if native:  # custom resources name machines of a Ray cluster; here there is one
             request = replace(request, custom=())
-        if placement.replicas and request.cpus is None:
+        elif placement.replicas and request.cpus is None:  # here replicas are threads
             request = request.merged(Resources(cpus=REPLICA_CPUS))
         where = "this machine" if native else "the Ray cluster"
         placement = Placement(placement.label, request, placement.replicas)
@@ -73,12 +73,13 @@ def udf_options(group: Group, cluster: Cluster | None) -> dict[str, Any]:
     `ray_options` as an actor pool of one actor unless told otherwise, so a custom-resource
     group gets as many actors as the cluster holds."""
     request = group.request
+    native = cluster is None or cluster.runner == "native"
     options: dict[str, Any] = {}
-    if request.cpus is not None or group.replicas:
+    if request.cpus is not None or (group.replicas and not native):
         options["cpus"] = request.cpus if request.cpus is not None else REPLICA_CPUS
     if request.gpus:
         options["gpus"] = request.gpus
-    if cluster is None or cluster.runner == "native":
+    if native:
         return options  # replicas here are ReplicaSlots in this process (udfs.py)
     if request.custom:
         options["ray_options"] = {"resources": dict(request.custom)}
