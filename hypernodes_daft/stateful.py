@@ -23,7 +23,7 @@ A model that needs a GPU, or a fixed number of copies, says so (resources.py):
 class Encoder: ...
 
 DaftEngine then runs the nodes that use it as a Daft class UDF with two instances (Ray
-actors on a cluster), and every row's call goes to one of them; `replica_slots` gives
+actors on a cluster), and every row's call goes to one of them; `ReplicaSlots` gives
 each concurrent batch its own instance in a process.
 """
 
@@ -63,9 +63,9 @@ def stateful(
             c, cpus=cpus, gpus=gpus, memory=memory, resources=resources, replicas=replicas
         )
     owner = f"@stateful class '{cls.__name__}'"
-    if replicas is not None and (isinstance(replicas, bool) or not isinstance(replicas, int)):
-        raise ValueError(f"{owner}: replicas must be a positive int or None, got {replicas!r}")
-    if replicas is not None and replicas < 1:
+    if replicas is not None and (
+        isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1
+    ):
         raise ValueError(f"{owner}: replicas must be a positive int or None, got {replicas!r}")
     wrapper = type(
         cls.__name__,

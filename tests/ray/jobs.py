@@ -330,7 +330,8 @@ def _node_with(resource: str) -> str:
 
 def job_placement(engine: DaftEngine, _: str) -> dict:
     """Where each row of a plain, a `gpus=1` and a custom-resource node ran, and the same
-    pipeline's results on a local engine."""
+    pipeline's results on a local engine. The engine's default partitions, as users get."""
+    engine = DaftEngine(runner="ray", address=engine.address)
 
     @node(output_name="a")
     def anywhere(x: int) -> list:

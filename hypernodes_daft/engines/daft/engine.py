@@ -32,7 +32,7 @@ from ...runtime.loop import stream_in_thread
 from ...runtime.node_call import Services
 from .column_call import ERROR, Setup
 from .compile import Const, Names, build, constant_column
-from .placement import Cluster
+from .placement import Cluster, connect
 from .reporting import batch_report
 from .types import ERROR_TYPE, input_column
 
@@ -227,12 +227,12 @@ class DaftEngine:
         every = [*self.callbacks, *(callbacks or ())]
         events = Events.start(every, plan, type(self).__name__)
         if events is not None and self.runner == "ray":
-            _connect(self.address)  # the report's actor lives on the cluster
+            connect(self.address)  # the report's actor lives on the cluster
         services = Services(cache if cache is not None else self.cache, events, (), on_error)
         report = batch_report(events, self.runner)
         tolerant = may_settle(plan, on_error)
         in_process = self.runner == "native"
-        cluster = Cluster(self.runner, self.address)
+        cluster = Cluster(self.runner, self.address, self.partitions)
         setup = Setup(self.max_concurrency, services, in_process, report, tolerant, cluster)
         return _Execution(setup, events, report)
 
@@ -246,7 +246,7 @@ class DaftEngine:
         """The map as a lazy frame: the `kept` input columns and the outputs. None keeps
         every input column, for a frame the caller gets or writes: then the rows failed
         under on_error "skip" are left out, as `map` leaves them out."""
-        frame = self._source(plan, inputs)
+        frame = self._source(plan, inputs, execution.setup.cluster)
         for_caller = kept is None
         if kept is None:
             kept = tuple(c for c in frame.column_names if c not in plan.item.outputs)
@@ -258,7 +258,7 @@ class DaftEngine:
             frame = frame.where(col(ERROR).is_null() | (col(ERROR)["on_error"] != "skip"))
         return frame
 
-    def _source(self, plan: MapPlan, inputs: dict[str, Any]) -> daft.DataFrame:
+    def _source(self, plan: MapPlan, inputs: dict[str, Any], cluster: Cluster) -> daft.DataFrame:
         """The mapped inputs as the columns of a frame, one row per item."""
         dataset = dataset_of(inputs, plan.map_over, "DaftEngine")
         if dataset is not None and plan.map_mode == "zip":  # every column stays, e.g. ids
@@ -268,7 +268,7 @@ class DaftEngine:
             columns = _item_columns(inputs, plan)
             frame = daft.from_pydict({n: input_column(values) for n, values in columns.items()})
             if self.runner == "ray" and not self.partitions:  # one partition would use one CPU
-                frame = frame.into_partitions(_cluster_cpus(self.address) * 2)
+                frame = frame.into_partitions(cluster.partitions())
         if self.partitions and self.runner == "ray":  # the native runner streams batches
             frame = frame.into_partitions(self.partitions)
         return frame
@@ -342,13 +342,6 @@ def _local(partition: Any) -> Any:
     return ray.get(partition)
 
 
-def _connect(address: str | None) -> None:
-    import ray
-
-    if not ray.is_initialized():  # Daft connects lazily; connect as it would
-        ray.init(address=address, ignore_reinit_error=True)
-
-
 def _item_columns(inputs: dict[str, Any], plan: MapPlan) -> dict[str, list[Any]]:
     """The mapped values of every item as lists (the product spelled out in product mode)."""
     lists = {n: _as_list(inputs[n]) for n in plan.map_over}
@@ -395,10 +388,3 @@ def use_runner(runner: str, address: str | None) -> None:
             f"{current.name!r} runner, and Daft keeps one runner per process. Use "
             f"runner={current.name!r} here, or run this pipeline in another process"
         )
-
-
-def _cluster_cpus(address: str | None) -> int:
-    import ray
-
-    _connect(address)
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -72,22 +72,18 @@ def plan_groups(plan: RunPlan, constants: dict[str, Any]) -> list[Group]:
         kind = _kind(step, known)
         if kind == "driver":
             known.update(step.outputs)
-        request, replicas = _needs(step, constants)
-        last = groups[-1] if groups else None
-        if (
-            kind == "sync"
-            and last
-            and last.kind == "sync"
-            and (last.request, last.replicas)
-            == (
-                request,
-                replicas,
-            )
-        ):
-            last.steps.append(step)
+        group = Group(kind, [step], *_needs(step, constants))
+        if kind == "sync" and groups and _fuses(groups[-1], group):
+            groups[-1].steps.append(step)
         else:
-            groups.append(Group(kind, [step], request, replicas))
+            groups.append(group)
     return groups
+
+
+def _fuses(last: Group, group: Group) -> bool:
+    """Consecutive sync steps share a function when they ask for the same things."""
+    same_needs = (last.request, last.replicas) == (group.request, group.replicas)
+    return last.kind == group.kind and same_needs
 
 
 def _needs(step: Step, constants: dict[str, Any]) -> tuple[Resources, int]:
