@@ -16,24 +16,26 @@ Ray workers on a shared filesystem) never mix their bytes: the last rename wins 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import itertools
 import math
 import os
 import pickle
-import socket
 import threading
+import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
 
 from ._hashing import hash_code
+from ._storage import SUFFIX, Blob, CacheUnavailable, open_store
+from .resources import format_bytes, parse_memory
 
-_HOST = socket.gethostname()
+__all__ = ["CacheInfo", "CacheUnavailable", "DiskCache", "MemoryCache", "call_key", "hash_value"]
 
 
 class UnhashableInput(TypeError):
@@ -72,71 +74,324 @@ class MemoryCache:
 
 
 class DiskCache:
-    """Results as pickle files under `path`, one file per entry, written atomically.
+    """Results under a local directory or an object-store URL, one entry per call.
 
-    `path` may be on a filesystem every Ray worker mounts; entries are then shared.
+        DiskCache(".cache")                                   # a local directory
+        DiskCache(".cache", max_size="10GiB")                 # least recently used go first
+        DiskCache("s3://bucket/runs/cache")                   # every machine of a cluster
+        DiskCache("s3://bucket/c", storage_options={"endpoint_override": "http://minio:9000"})
+
+    An entry is whole or absent: it is written in one piece (a renamed file, one PUT) and
+    carries a checksum, so a writer killed mid-put, two writers of one key or a truncated
+    file never give a reader a wrong value: a damaged entry is a miss (one warning), then
+    recomputed and rewritten. An object store's requests run on `concurrency` threads
+    (`lookup_many`, `put_soon`). S3 settings come from the standard AWS variables
+    (AWS_ENDPOINT_URL for MinIO or another S3-compatible server), read where the cache is
+    made and sent with it to the workers; `storage_options` overrides them. Secrets never
+    appear in the repr or in errors.
     """
 
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise NotADirectoryError(f"DiskCache: {self.path} exists and is not a directory")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._shards: set[Path] = set()  # shard directories known to exist
-        self._names = itertools.count()
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        max_size: int | str | None = None,
+        storage_options: dict[str, Any] | None = None,
+        concurrency: int = 32,
+    ):
+        self.location = os.fspath(path)
+        self._store = open_store(self.location, storage_options)
+        self.remote = self._store.remote
+        if not self.remote:
+            self.path = Path(self._store.location)
+        self.max_size = None if max_size is None else self._size(max_size)
+        self.concurrency = concurrency
+        self.stats = CacheStats()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: dict[str, Any] = {}  # put_soon's values until stored: read your writes
+        self._lock = threading.Lock()
+        self._checked = False
+
+    def _size(self, max_size: int | str) -> int:
+        if self.remote:
+            raise ValueError(
+                f"DiskCache({self.location!r}): max_size bounds a local cache; on object "
+                "storage use the bucket's lifecycle rules or `hypernodes-daft cache prune`"
+            )
+        return parse_memory(max_size, f"DiskCache({self.location!r})", "max_size")
+
+    # -- entries ---------------------------------------------------------------------------
 
     def lookup(self, key: str) -> tuple[bool, Any]:
-        try:
-            with open(self._file(key), "rb") as entry:
-                return True, pickle.load(entry)
-        except FileNotFoundError:
+        """(True, value) when `key` holds a whole, readable entry, else (False, None)."""
+        with self._lock:
+            if key in self._pending:
+                return True, self._pending[key]
+        name = _name(key)
+        data = self._store.read(name)
+        value = _MISSING if data is None else self._value(key, data)
+        if value is _MISSING:
+            self.stats.count(misses=1)
             return False, None
-        except (EOFError, pickle.UnpicklingError, AttributeError, ImportError):
-            return False, None  # unreadable here (a class gone): computed again, rewritten
+        self.stats.count(hits=1, read=len(data))  # type: ignore[arg-type]
+        if self.max_size is not None:
+            self._store.touch(name)  # most recently used: evicted last
+        return True, value
+
+    def lookup_many(self, keys: list[str]) -> list[tuple[bool, Any]]:
+        """`lookup` of each key; on an object store, the requests at once."""
+        if not self.remote or len(keys) < 2:
+            return [self.lookup(key) for key in keys]
+        return list(self._threads().map(self.lookup, keys))
 
     def put(self, key: str, value: Any) -> None:
-        data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        final = self._file(key)
-        if final.parent not in self._shards:
-            final.parent.mkdir(exist_ok=True)
-            self._shards.add(final.parent)
-        # a name no other writer (thread, process, machine) uses at the same time
-        unique = f"{os.getpid()}-{threading.get_ident()}-{next(self._names)}-{_HOST}"
-        temporary = final.with_name(f".{key}.{unique}.tmp")
+        data = _framed(value)
+        self._store.write(_name(key), data)
+        self.stats.count(writes=1, written=len(data))
+        if self.max_size is not None:
+            _budget(self._store, self.max_size).add(len(data))
+
+    def put_soon(self, key: str, value: Any) -> Future[None]:
+        """`put`, on an object store started in the background (the value is served to
+        this process's lookups meanwhile); a failed write is a warning, not an error: the
+        result stands, it is just not kept. A local put is done before this returns."""
+        if not self.remote:
+            self.put(key, value)
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+        with self._lock:
+            self._pending[key] = value
+        return self._threads().submit(self._put_pending, key, value)
+
+    def _put_pending(self, key: str, value: Any) -> None:
         try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                os.write(descriptor, data)
-            finally:
-                os.close(descriptor)
-            # atomic: readers see the old entry or the new one, never part of one
-            os.replace(temporary, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
+            self.put(key, value)
+        except Exception as error:
+            _warn_once(
+                self.location,
+                f"DiskCache({self.location!r}): an entry was not stored "
+                f"({type(error).__name__}: {_storage_cause(error)}); results are kept, "
+                "later failures are not reported",
+            )
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
+
+    def _value(self, key: str, data: bytes) -> Any:
+        payload = _unframed(data)
+        if payload is None:
+            _warn_once(
+                self.location,
+                f"DiskCache({self.location!r}): entry {key} is "
+                "truncated or corrupt; it is computed again and rewritten (further "
+                "damaged entries are not reported)",
+            )
+            self.stats.count(corrupt=1)
+            return _MISSING
+        try:
+            return pickle.loads(payload)
+        except (EOFError, pickle.UnpicklingError, AttributeError, ImportError):
+            return _MISSING  # unreadable here (a class gone): computed again, rewritten
 
     def get(self, key: str) -> Any:
         return self.lookup(key)[1]
 
     def has(self, key: str) -> bool:
-        return self._file(key).exists()
+        return self.lookup(key)[0]
+
+    # -- the whole cache ---------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise CacheUnavailable, naming the location and the cause, unless the storage
+        answers (an unreachable endpoint, a missing bucket, denied credentials). Checked
+        once per cache object: engines call it before any node runs."""
+        if not self._checked:
+            self._store.check()
+            self._checked = True
+
+    def info(self) -> CacheInfo:
+        """How many entries, how many bytes, the oldest and newest use (epoch seconds)."""
+        blobs = list(self._store.blobs())
+        times = [b.modified for b in blobs]
+        return CacheInfo(
+            self.location,
+            len(blobs),
+            sum(b.size for b in blobs),
+            min(times, default=None),
+            max(times, default=None),
+            self.max_size,
+        )
+
+    def prune(self, older_than: float | None = None, max_size: int | str | None = None) -> int:
+        """Remove the entries not used (locally) or written (object stores) for
+        `older_than` seconds, then the least recently used until at most `max_size` bytes
+        remain; returns how many were removed."""
+        blobs = sorted(self._store.blobs(), key=lambda b: b.modified)
+        doomed = []
+        if older_than is not None:
+            cutoff = time.time() - older_than
+            doomed = [b for b in blobs if b.modified < cutoff]
+            blobs = blobs[len(doomed) :]
+        if max_size is not None:
+            bound = parse_memory(max_size, f"DiskCache({self.location!r})", "max_size")
+            doomed += _over(blobs, bound)
+        self._delete([b.name for b in doomed])
+        return len(doomed)
 
     def clear(self) -> None:
-        for entry in self.path.glob("*/*.pkl"):
-            entry.unlink(missing_ok=True)
+        self._delete([b.name for b in self._store.blobs()])
+
+    def _delete(self, names: list[str]) -> None:
+        if self.remote and len(names) > 1:
+            list(self._threads().map(self._store.delete, names))
+        else:
+            for name in names:
+                self._store.delete(name)
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.path.glob("*/*.pkl"))
+        return sum(1 for _ in self._store.blobs())
 
-    def __reduce__(self) -> tuple[Any, ...]:  # a worker gets the path, not our state
-        return (DiskCache, (str(self.path),))
+    def submit(self, func: Any, *args: Any) -> Future[Any]:
+        """`func(*args)` on this cache's request threads (an async caller's lookups)."""
+        return self._threads().submit(func, *args)
+
+    def _threads(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:  # made in the process using it: a pickled cache has none
+                self._pool = ThreadPoolExecutor(self.concurrency, "hypernodes-cache")
+            return self._pool
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a worker gets the location and the settings read here (the driver's environment)
+        options = getattr(self._store, "options", None) or None
+        return (DiskCache, (self.location, self.max_size, options, self.concurrency))
 
     def __repr__(self) -> str:
-        return f"DiskCache({str(self.path)!r})"
+        bound = "" if self.max_size is None else f", max_size={format_bytes(self.max_size)!r}"
+        return f"DiskCache({self.location!r}{bound})"
 
-    def _file(self, key: str) -> Path:
-        return self.path / key[:2] / f"{key}.pkl"
+
+@dataclass
+class CacheStats:
+    """What this process's lookups and writes of one DiskCache did (not other workers')."""
+
+    hits: int = 0
+    misses: int = 0
+    corrupt: int = 0
+    writes: int = 0
+    read: int = 0  # bytes
+    written: int = 0  # bytes
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def count(self, **amounts: int) -> None:
+        with self._lock:
+            for name, amount in amounts.items():
+                setattr(self, name, getattr(self, name) + amount)
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """A cache's size, as `hypernodes-daft cache info` prints it."""
+
+    location: str
+    entries: int
+    bytes: int
+    oldest: float | None  # the least recent use (local) or write (object store), epoch s
+    newest: float | None
+    max_size: int | None = None
+
+
+# -- entries: framing, names, warnings, the size bound --------------------------------------
+
+_MAGIC = b"HNDC1"
+_DIGEST = 16
+_MISSING = object()
+
+
+def _framed(value: Any) -> bytes:
+    """The stored form of `value`: a marker, a checksum of the pickle, the pickle."""
+    payload = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return _MAGIC + hashlib.blake2b(payload, digest_size=_DIGEST).digest() + payload
+
+
+def _unframed(data: bytes) -> bytes | None:
+    """The pickle inside a stored entry, or None when the entry is not whole."""
+    head = len(_MAGIC) + _DIGEST
+    if len(data) < head or not data.startswith(_MAGIC):
+        return None
+    payload = memoryview(data)[head:]
+    if hashlib.blake2b(payload, digest_size=_DIGEST).digest() != data[len(_MAGIC) : head]:
+        return None
+    return bytes(payload)
+
+
+def _name(key: str) -> str:
+    return f"{key[:2]}/{key}{SUFFIX}"
+
+
+_warned_caches: set[str] = set()
+
+
+def _warn_once(location: str, message: str) -> None:
+    if location not in _warned_caches:
+        _warned_caches.add(location)
+        warnings.warn(message, stacklevel=3)
+
+
+def _storage_cause(error: Exception) -> str:
+    return str(error).split("; Details:")[0].split("Detail:")[0].strip()
+
+
+def _over(blobs: list[Blob], bound: int) -> list[Blob]:
+    """The first (least recently used) of `blobs` to remove so the rest fit in `bound`."""
+    excess = sum(b.size for b in blobs) - bound
+    doomed = []
+    for blob in blobs:
+        if excess <= 0:
+            break
+        doomed.append(blob)
+        excess -= blob.size
+    return doomed
+
+
+class _Budget:
+    """The bytes of one bounded local cache as this process sees them: scanned once, then
+    counted per write; past the bound, the least recently used go until 90% remains. Other
+    processes' writes are seen at the next scan, so with several writers the cache may
+    exceed its bound by what they wrote since; each scan brings it back."""
+
+    def __init__(self, store: Any, bound: int):
+        self.store, self.bound = store, bound
+        self.used: int | None = None
+        self.lock = threading.Lock()
+
+    def add(self, size: int) -> None:
+        with self.lock:
+            if self.used is None:
+                self.used = sum(b.size for b in self.store.blobs())
+            else:
+                self.used += size
+            if self.used > self.bound:
+                blobs = sorted(self.store.blobs(), key=lambda b: b.modified)
+                doomed = _over(blobs, int(self.bound * 0.9))
+                for blob in doomed:
+                    self.store.delete(blob.name)
+                self.used = sum(b.size for b in blobs) - sum(b.size for b in doomed)
+
+
+_budgets: dict[tuple[str, int], _Budget] = {}
+_budgets_lock = threading.Lock()
+
+
+def _budget(store: Any, bound: int) -> _Budget:
+    """One budget per bounded cache and process, whichever DiskCache objects write it."""
+    with _budgets_lock:
+        key = (store.location, bound)
+        if key not in _budgets:
+            _budgets[key] = _Budget(store, bound)
+        return _budgets[key]
 
 
 # -- keys ----------------------------------------------------------------------------------

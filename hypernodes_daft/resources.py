@@ -33,23 +33,23 @@ class ResourceError(PlanningError):
     """A node asks for resources that nothing where it would run can give; nothing ran."""
 
 
-def parse_memory(value: int | float | str, owner: str) -> int:
+def parse_memory(value: int | float | str, owner: str, what: str = "memory") -> int:
     """Bytes, from a number of bytes or a string such as "4GiB", "512MB" or "1.5 GB".
 
     >>> parse_memory("4GiB", "node 'embed'")
     4294967296
     """
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"{owner}: memory must be bytes or a string like '4GiB', got {value!r}")
+        raise ValueError(f"{owner}: {what} must be bytes or a string like '4GiB', got {value!r}")
     if isinstance(value, str):
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?|b)?b?\s*", value.lower())
         if match is None:
             raise ValueError(
-                f"{owner}: memory {value!r} is not a size (use bytes, or e.g. '4GiB', '512MB')"
+                f"{owner}: {what} {value!r} is not a size (use bytes, or e.g. '4GiB', '512MB')"
             )
         value = float(match[1]) * _UNITS[match[2] or ""]
     if value <= 0:
-        raise ValueError(f"{owner}: memory must be > 0 bytes, got {value!r}")
+        raise ValueError(f"{owner}: {what} must be > 0 bytes, got {value!r}")
     return int(value)
 
 

@@ -4,6 +4,7 @@ against the local HTTP service (tests/_http_service.py) are shared here."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,3 +44,31 @@ def engines(request: pytest.FixtureRequest) -> Iterator[Any]:
     for engine in made:
         if hasattr(engine, "shutdown"):
             engine.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """A local S3-compatible server (moto, tests/_s3_server.py) with the bucket
+    "hypernodes-tests", for the whole session; stopped afterwards."""
+    pytest.importorskip("moto")
+    from _s3_server import S3Server
+
+    server = S3Server.start()
+    try:
+        server.create_bucket(S3_BUCKET)
+        yield server
+    finally:
+        server.stop()
+
+
+S3_BUCKET = "hypernodes-tests"
+
+
+@pytest.fixture
+def s3_url(s3_server: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A fresh prefix of the test bucket, with the AWS variables pointing at the server."""
+    for name, value in s3_server.environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    prefix = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60]
+    return f"s3://{S3_BUCKET}/{prefix}-{uuid.uuid4().hex[:8]}"

@@ -120,6 +120,20 @@ def lookup(cache: Any, key: str) -> tuple[bool, Any]:
     return value is not None, value
 
 
+def lookup_many(cache: Any, keys: list[str]) -> list[tuple[bool, Any]]:
+    """`lookup` of each key, at once where the cache can (an object store's requests)."""
+    if hasattr(cache, "lookup_many"):
+        return cache.lookup_many(keys)
+    return [lookup(cache, key) for key in keys]
+
+
+def check_cache(cache: Any) -> None:
+    """Before any node runs: a cache whose storage does not answer raises one clear error
+    (DiskCache.check), instead of a failure per call."""
+    if cache is not None and hasattr(cache, "check"):
+        cache.check()
+
+
 class PreparedNode:
     """A plan step's plain node, prepared once per plan for every call of it: its options,
     its cache (None: not cached) and lineage, the identical calls in flight, its error
@@ -132,7 +146,7 @@ class PreparedNode:
 
     __slots__ = (
         *("label", "args", "outputs", "single", "is_async", "options", "func"),
-        *("cache", "lineage", "inflight", "on_error", "events"),
+        *("cache", "remote", "lineage", "inflight", "on_error", "events"),
     )
 
     def __init__(self, step: Step, lineage: str = "", services: Services = NO_SERVICES):
@@ -144,6 +158,8 @@ class PreparedNode:
         self.options = step.options
         self.func = step.node.func  # the user's function, before any wrapping
         self.cache = services.cache if step.options.cache else None
+        # an object store answers in milliseconds: its requests go off the event loop
+        self.remote = bool(getattr(self.cache, "remote", False))
         self.lineage = lineage
         self.inflight = InFlight()
         self.on_error = step.options.on_error or services.on_error
@@ -175,26 +191,50 @@ class PreparedNode:
         `abandon`s it. Without a key: always CALL."""
         if key is None:
             return CALL, None
-        found, result = lookup(self.cache, key)
+        return self._begun(key, lookup(self.cache, key))
+
+    def begin_many(self, keys: list[str]) -> list[tuple[str, Any]]:
+        """`begin` of each key, the cache looked up for all of them at once."""
+        return list(map(self._begun, keys, lookup_many(self.cache, keys)))
+
+    async def abegin(self, key: str | None) -> tuple[str, Any]:
+        """`begin` from a coroutine: an object store's lookup runs off the event loop."""
+        if key is None or not self.remote:
+            return self.begin(key)
+        return await asyncio.wrap_future(self.cache.submit(self.begin, key))
+
+    def _begun(self, key: str, looked_up: tuple[bool, Any]) -> tuple[str, Any]:
+        found, result = looked_up
         if found:
             self.hit(key)
             return HIT, result
         running = self.inflight.join(key)
         return (CALL, None) if running is None else (WAIT, running)
 
-    def end(self, key: str | None, result: Any) -> Any:
+    def end(self, key: str | None, result: Any, writes: list[Any] | None = None) -> Any:
         """The call computing `key` returned `result`: checked against the node's outputs,
         then stored and handed to the identical calls waiting. A result that fails the
-        check raises ValueError, and is their failure too; it is never stored."""
+        check raises ValueError, and is their failure too; it is never stored. With
+        `writes`, an object store's write is started and its future added there (the
+        caller waits for them), else the write is done before this returns."""
         try:
             self.check(result)
         except ValueError as error:
             self.abandon(key, error)
             raise
         if key is not None:
-            self.cache.put(key, result)
+            if writes is not None and self.remote:
+                writes.append(self.cache.put_soon(key, result))
+            else:
+                self.cache.put(key, result)
             self.inflight.finish(key, result)
         return result
+
+    async def aend(self, key: str | None, result: Any) -> Any:
+        """`end` from a coroutine: an object store's write runs off the event loop."""
+        if key is None or not self.remote:
+            return self.end(key, result)
+        return await asyncio.wrap_future(self.cache.submit(self.end, key, result))
 
     def abandon(self, key: str | None, error: BaseException) -> None:
         """The call computing `key` failed (or was interrupted): the waiting calls get
@@ -302,7 +342,7 @@ class NodeCall:
             return
         node = self.node
         key = node.key(self._arguments(values))
-        how, found = node.begin(key)
+        how, found = await node.abegin(key)
         if how is WAIT:
             await asyncio.wait([asyncio.wrap_future(found)])  # done or failed: `shared` tells
         if how is not CALL:
@@ -313,7 +353,7 @@ class NodeCall:
                 result = self.func(**self._arguments(values))
                 if self.is_async:
                     result = await result
-                self._write(values, node.end(key, result))
+                self._write(values, await node.aend(key, result))
             except Exception as error:
                 node.abandon(key, error)
                 raise node.failure(error, self._given(values)) from error

@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -61,6 +61,8 @@ class Todo:
     every: bool
     waiting: dict[int, Future[Any]] = field(default_factory=dict)
     cached: int = 0
+    stored: bool = False  # each called row stored as its call returned (`ColumnCall.rows`)
+    writes: list[Future[Any]] = field(default_factory=list)  # an object store's, pending
 
 
 class ColumnCall:
@@ -122,8 +124,11 @@ class ColumnCall:
             return todo
         node, calling = self.node, []
         for row in live:
-            key = todo.keys[row] = node.key(self.row_arguments(columns, row))
-            how, found = node.begin(key)
+            todo.keys[row] = node.key(self.row_arguments(columns, row))
+        keyed = [row for row in live if todo.keys[row] is not None]
+        begun = dict(zip(keyed, node.begin_many([todo.keys[r] for r in keyed]), strict=True))
+        for row in live:
+            how, found = begun.get(row, (CALL, None))  # no key (unhashable): called
             if how is CALL:
                 calling.append(row)
             elif how is HIT:
@@ -139,6 +144,42 @@ class ColumnCall:
         if todo.every:
             return columns
         return {a: [columns[a][row] for row in todo.rows] for a in self.args if a in columns}
+
+    def rows(self, columns: Columns, todo: Todo) -> tuple[Callable[..., Any], list[Any]]:
+        """The function to call per row of `columns` (the rows to call) and its argument
+        columns. With a cache, each row's result is stored as soon as its call returns,
+        not when the batch ends: a job killed mid-batch keeps every call that finished."""
+        arguments = self.arguments(columns, len(todo.rows))
+        if self.node.cache is None:
+            return self.func, arguments
+        todo.stored = True
+        keys = [todo.keys[row] for row in todo.rows]
+        return self._storing(todo.writes), [keys, *arguments]
+
+    def _storing(self, writes: list[Future[Any]]) -> Callable[..., Any]:
+        """`func` taking the row's cache key first, ending the call with its result."""
+        func, node = self.func, self.node
+        if node.is_async:
+
+            async def acall(key: str | None, *row: Any) -> Any:
+                try:
+                    result = await func(*row)
+                except BaseException as error:
+                    node.abandon(key, error)
+                    raise
+                return node.end(key, result, writes)
+
+            return acall
+
+        def call(key: str | None, *row: Any) -> Any:
+            try:
+                result = func(*row)
+            except BaseException as error:
+                node.abandon(key, error)
+                raise
+            return node.end(key, result, writes)
+
+        return call
 
     @contextmanager
     def computing(self, todo: Todo) -> Iterator[None]:
@@ -156,14 +197,16 @@ class ColumnCall:
         for another batch take its outcome (blocking until it comes), then the outputs."""
         self._hand_over(columns, todo, computed)
         self._take_waiting(columns, todo)
+        wait(todo.writes)  # the batch's entries are stored before its rows go on
         self.store(columns, todo.results)
 
     async def acomplete(self, columns: Columns, todo: Todo, computed: list[Any]) -> None:
         """`complete` for async nodes: the batch hands its own results over before it waits
         for others, so two batches waiting on each other both go on."""
         self._hand_over(columns, todo, computed)
-        if todo.waiting:
-            await asyncio.wait([asyncio.wrap_future(f) for f in todo.waiting.values()])
+        pending = [*todo.waiting.values(), *todo.writes]
+        if pending:
+            await asyncio.wait([asyncio.wrap_future(f) for f in pending])
         self._take_waiting(columns, todo)
         self.store(columns, todo.results)
 
@@ -177,6 +220,9 @@ class ColumnCall:
             failed = None if errors is None else errors[row]
             if failed is not None:  # this node's failure (rows failed upstream are not called)
                 node.abandon(todo.keys[row], failed.original)
+                continue
+            if todo.stored:  # checked and stored as the call returned
+                results[row] = result
                 continue
             try:
                 results[row] = node.end(todo.keys[row], result)

@@ -29,7 +29,7 @@ from ...runtime.dispatch import callback_list
 from ...runtime.events import Events, observed_map
 from ...runtime.items import may_settle
 from ...runtime.loop import stream_in_thread
-from ...runtime.node_call import Services
+from ...runtime.node_call import Services, check_cache
 from .column_call import ERROR, Setup
 from .compile import Const, Names, build, constant_column
 from .placement import Cluster, connect
@@ -228,7 +228,9 @@ class DaftEngine:
         events = Events.start(every, plan, type(self).__name__)
         if events is not None and self.runner == "ray":
             connect(self.address)  # the report's actor lives on the cluster
-        services = Services(cache if cache is not None else self.cache, events, (), on_error)
+        cache = cache if cache is not None else self.cache
+        check_cache(cache)  # before any node runs: one error, not one per row
+        services = Services(cache, events, (), on_error)
         report = batch_report(events, self.runner)
         tolerant = may_settle(plan, on_error)
         in_process = self.runner == "native"

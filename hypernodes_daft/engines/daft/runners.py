@@ -46,19 +46,19 @@ class SyncNodes:
             todo = call.todo(columns, n_rows)
             with call.computing(todo):
                 subset = call.subset(columns, todo)
-                computed = self._rows(call, subset, len(todo.rows), errors, todo.rows)
+                computed = self._rows(call, subset, todo, errors)
                 call.complete(columns, todo, computed)
             call.reported(todo, started, failures(errors) - before)
 
     @staticmethod
-    def _rows(
-        call: ColumnCall, columns: Columns, n_rows: int, errors: Errors, rows: Sequence[int]
-    ) -> list[Any]:
-        """The node over the `n_rows` rows of `columns`, which are the batch's `rows`."""
+    def _rows(call: ColumnCall, columns: Columns, todo: Todo, errors: Errors) -> list[Any]:
+        """The node over `columns`, which hold the batch's rows to call (`todo.rows`)."""
         if call.threads is not None:
-            return SyncNodes._threaded(call, columns, n_rows, errors, rows)
+            return SyncNodes._threaded(call, columns, todo, errors)
         results: list[Any] = []
-        calls = map(call.func, *call.arguments(columns, n_rows))
+        rows = todo.rows
+        func, arguments = call.rows(columns, todo)
+        calls = map(func, *arguments)
         with call.scope():
             while True:
                 try:  # extend keeps what was computed, so len(results) is the failing row
@@ -70,16 +70,16 @@ class SyncNodes:
                     results.append(None)
 
     @staticmethod
-    def _threaded(
-        call: ColumnCall, columns: Columns, n_rows: int, errors: Errors, rows: Sequence[int]
-    ) -> list[Any]:
+    def _threaded(call: ColumnCall, columns: Columns, todo: Todo, errors: Errors) -> list[Any]:
         """`_rows` on the node's threads: at most `max_concurrency` calls at once in this
         process, as the local executors run a sync node that does I/O."""
-        pool, arguments = call.pool(), zip(*call.arguments(columns, n_rows), strict=False)
+        rows, n_rows = todo.rows, len(todo.rows)
+        func, arguments = call.rows(columns, todo)
+        pool, by_row = call.pool(), zip(*arguments, strict=False)
         with call.scope():  # each call runs in a copy of this context: it sees its node
             futures = [
-                pool.submit(contextvars.copy_context().run, call.func, *row)
-                for row in itertools.islice(arguments, n_rows)
+                pool.submit(contextvars.copy_context().run, func, *row)
+                for row in itertools.islice(by_row, n_rows)
             ]
         results: list[Any] = []
         try:
@@ -118,27 +118,25 @@ class AsyncNode:
         todo = call.todo(columns, n_rows)
         with call.computing(todo):
             subset = call.subset(columns, todo)
-            computed = await self._rows(subset, len(todo.rows), errors, todo.rows)
+            computed = await self._rows(subset, todo, errors)
             await call.acomplete(columns, todo, computed)
         call.reported(todo, started, failures(errors) - before)
 
-    async def _rows(
-        self, columns: Columns, n_rows: int, errors: Errors, rows: Sequence[int]
-    ) -> list[Any]:
+    async def _rows(self, columns: Columns, todo: Todo, errors: Errors) -> list[Any]:
         with self.call.scope():  # entered before the tasks exist: each copies the context
-            results = await self._gathered(columns, n_rows)
+            results = await self._gathered(columns, todo)
         for row, result in enumerate(results):
             if isinstance(result, Exception):
-                self.call.fail(result, columns, row, errors, rows[row])
+                self.call.fail(result, columns, row, errors, todo.rows[row])
                 results[row] = None
             elif isinstance(result, BaseException):
                 raise result
         return results
 
-    async def _gathered(self, columns: Columns, n_rows: int) -> list[Any]:
-        func = self.call.func
+    async def _gathered(self, columns: Columns, todo: Todo) -> list[Any]:
+        n_rows = len(todo.rows)
         slots = self._slots.here()
-        rows = self.call.arguments(columns, n_rows)
+        func, rows = self.call.rows(columns, todo)
         if self.per_attempt:
             return await asyncio.gather(*map(func, *rows), return_exceptions=True)
         if slots.take(n_rows):  # the whole batch fits: no per-row wrapper

@@ -23,7 +23,7 @@ from ...runtime.arrow_calls import call_over_rows
 from ...runtime.dispatch import callback_list
 from ...runtime.events import Events
 from ...runtime.items import may_settle
-from ...runtime.node_call import Services, Values
+from ...runtime.node_call import Services, Values, check_cache
 from .executors import MAP_EXECUTORS, NODE_EXECUTORS, Compile
 from .parquet import write_results
 from .streaming import Streamed
@@ -217,6 +217,7 @@ class HypernodesEngine:
         for this call only). Items run at once (`concurrent_items`) only in a map on the
         async or threaded executor: `run` is one item, the sequential executor runs items
         one by one and so does each process of the parallel one."""
+        check_cache(cache if cache is not None else self.cache)  # before any node runs
         grouping = mapping and self._maps.concurrent_items
         every = [*self.callbacks, *(callbacks or ())]
         if cache is None and not every and on_error == "raise":
