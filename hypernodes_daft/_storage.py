@@ -18,6 +18,7 @@ import itertools
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,8 @@ class LocalStore:
         self.path.mkdir(parents=True, exist_ok=True)
         self._shards: set[Path] = set()  # shard directories known to exist
         self._names = itertools.count()
+        self._clock = threading.Lock()
+        self._last = 0  # the last time `touch` gave, in ns: each later one is later
 
     def read(self, name: str) -> bytes | None:
         try:
@@ -98,8 +101,13 @@ class LocalStore:
             raise
 
     def touch(self, name: str) -> None:
+        """Mark `name` used now, to the nanosecond: the kernel stamps a write with a coarser
+        clock, so entries written in one tick would tie for least recently used."""
+        with self._clock:
+            self._last = max(time.time_ns(), self._last + 1)
+            now = self._last
         with contextlib.suppress(FileNotFoundError):
-            os.utime(self.path / name)
+            os.utime(self.path / name, ns=(now, now))
 
     def delete(self, name: str) -> None:
         (self.path / name).unlink(missing_ok=True)

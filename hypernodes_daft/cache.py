@@ -148,6 +148,7 @@ class DiskCache:
         self._store.write(_name(key), data)
         self.stats.count(writes=1, written=len(data))
         if self.max_size is not None:
+            self._store.touch(_name(key))
             _budget(self._store, self.max_size).add(len(data))
 
     def put_soon(self, key: str, value: Any) -> Future[None]:
@@ -226,20 +227,24 @@ class DiskCache:
         """Remove the entries not used (locally) or written (object stores) for
         `older_than` seconds, then the least recently used until at most `max_size` bytes
         remain; returns how many were removed."""
+        owner = f"DiskCache({self.location!r})"
+        bound = None if max_size is None else parse_memory(max_size, owner, "max_size")
         blobs = sorted(self._store.blobs(), key=lambda b: b.modified)
         doomed = []
         if older_than is not None:
             cutoff = time.time() - older_than
             doomed = [b for b in blobs if b.modified < cutoff]
             blobs = blobs[len(doomed) :]
-        if max_size is not None:
-            bound = parse_memory(max_size, f"DiskCache({self.location!r})", "max_size")
+        if bound is not None:
             doomed += _over(blobs, bound)
         self._delete([b.name for b in doomed])
         return len(doomed)
 
-    def clear(self) -> None:
-        self._delete([b.name for b in self._store.blobs()])
+    def clear(self) -> int:
+        """Remove every entry; returns how many there were."""
+        names = [b.name for b in self._store.blobs()]
+        self._delete(names)
+        return len(names)
 
     def _delete(self, names: list[str]) -> None:
         if self.remote and len(names) > 1:
@@ -264,7 +269,7 @@ class DiskCache:
     def __reduce__(self) -> tuple[Any, ...]:
         # a worker gets the location and the settings read here (the driver's environment)
         options = getattr(self._store, "options", None) or None
-        return (DiskCache, (self.location, self.max_size, options, self.concurrency))
+        return (type(self), (self.location, self.max_size, options, self.concurrency))
 
     def __repr__(self) -> str:
         bound = "" if self.max_size is None else f", max_size={format_bytes(self.max_size)!r}"

@@ -1,15 +1,20 @@
-"""The `hypernodes-daft` command: run a pipeline over a Parquet dataset, or inspect it.
+"""The `hypernodes-daft` command: run a pipeline over a Parquet dataset, inspect it, or
+look after a result cache.
 
     hypernodes-daft run examples/text_pipeline.py:pipeline --input "data/*.parquet" --output out/
     hypernodes-daft run my.py:pipeline --input in/ --output out/ --map-over text --set lang=en
     hypernodes-daft inspect examples/text_pipeline.py:pipeline [--engine daft --input ...]
+    hypernodes-daft cache info .cache                  # entries, size, oldest and newest use
+    hypernodes-daft cache prune s3://bucket/cache --older-than 7d [--max-size 10GiB]
+    hypernodes-daft cache clear .cache
 
 `run` maps over the dataset's columns the pipeline reads (or those named by --map-over),
 writes the dataset's columns plus the pipeline's outputs as Parquet, and prints a summary.
 Errors are one line and a non-zero exit; `--debug` shows the traceback. With `--on-error
 collect` (or `skip`) a row whose node fails does not stop the run: it is written with its
 `_error` record and null outputs (with `skip`, left out of the output), one line counts the
-failures, and the exit code is 0.
+failures, and the exit code is 0. `cache` takes a local directory or an object-store URL
+(s3://..., with the standard AWS variables), as `DiskCache` does.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+import re
 import sys
 import time
 import traceback
@@ -24,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ._local_only import keep_local
+from .resources import format_bytes
 
 
 class UsageError(Exception):
@@ -151,6 +158,75 @@ def inspect_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def cache_info_command(args: argparse.Namespace) -> int:
+    info = _open_cache(args.location).info()
+    print(f"location:  {info.location}")
+    print(f"entries:   {info.entries}")
+    print(f"size:      {format_bytes(info.bytes)}")
+    print(f"oldest:    {_utc(info.oldest)}")
+    print(f"newest:    {_utc(info.newest)}")
+    return 0
+
+
+def cache_clear_command(args: argparse.Namespace) -> int:
+    removed = _open_cache(args.location).clear()
+    print(f"removed:   {_entries(removed)}")
+    return 0
+
+
+def cache_prune_command(args: argparse.Namespace) -> int:
+    if args.older_than is None and args.max_size is None:
+        raise UsageError("cache prune needs --older-than DURATION and/or --max-size SIZE")
+    older_than = None if args.older_than is None else parse_duration(args.older_than)
+    cache = _open_cache(args.location)
+    removed = cache.prune(older_than=older_than, max_size=args.max_size)
+    info = cache.info()
+    print(f"removed:   {_entries(removed)}")
+    print(f"remaining: {_entries(info.entries)}, {format_bytes(info.bytes)}")
+    return 0
+
+
+def _open_cache(location: str) -> Any:
+    """The DiskCache at `location`, which must already exist: DiskCache makes a missing
+    directory, and a mistyped path would otherwise be an empty cache, silently."""
+    from ._storage import is_url
+    from .cache import DiskCache
+
+    if not is_url(location) and not Path(location.removeprefix("file://")).is_dir():
+        raise UsageError(f"no cache at {location}")
+    cache = DiskCache(location)
+    if cache.remote:
+        cache.check()  # an unreachable endpoint or a missing bucket: one line naming the URL
+    return cache
+
+
+def _entries(count: int) -> str:
+    return f"{count} {'entry' if count == 1 else 'entries'}"
+
+
+def _utc(timestamp: float | None) -> str:
+    from datetime import datetime, timezone
+
+    if timestamp is None:  # an empty cache
+        return "-"
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds, from `30s`, `15m`, `12h`, `7d` or `2w` (a number and one unit). A bare
+    number is refused: "7" could mean seconds or days, and pruning guesses wrong at a cost."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text.lower())
+    if match is None:
+        raise UsageError(
+            f"--older-than {text!r} is not a duration (use a number and a unit: "
+            "30s, 15m, 12h, 7d, 2w)"
+        )
+    return float(match[1]) * _DURATION_UNITS[match[2]]
+
+
 def load_pipeline(target: str) -> Any:
     """`path/to/file.py:name` -> the Pipeline object `name` defined in that file."""
     from .pipeline import Pipeline
@@ -264,7 +340,7 @@ def _one_line(error: Exception) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hypernodes-daft", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(required=True, metavar="{run,inspect}")
+    commands = parser.add_subparsers(required=True, metavar="{run,inspect,cache}")
     run = commands.add_parser("run", help="map a pipeline over a Parquet dataset, write Parquet")
     run.set_defaults(command=run_command)
     run.add_argument("--output", required=True, help="directory for the Parquet output")
@@ -297,7 +373,25 @@ def _parser() -> argparse.ArgumentParser:
         default="raise",
         help="a failing row: stop the run (default), leave it out, or write it with _error",
     )
+    _cache_parser(commands)
     return parser
+
+
+def _cache_parser(commands: Any) -> None:
+    cache = commands.add_parser("cache", help="show, prune or clear a result cache")
+    actions = cache.add_subparsers(required=True, metavar="{info,prune,clear}")
+    info = actions.add_parser("info", help="entries, size, oldest and newest use")
+    info.set_defaults(command=cache_info_command)
+    prune = actions.add_parser("prune", help="remove old entries, or the least recently used")
+    prune.set_defaults(command=cache_prune_command)
+    # parsed by the command, not argparse: a bad value is then our one-line error
+    prune.add_argument("--older-than", metavar="DURATION", help="e.g. 30s, 15m, 12h, 7d, 2w")
+    prune.add_argument("--max-size", metavar="SIZE", help="keep at most SIZE, e.g. 10GiB")
+    clear = actions.add_parser("clear", help="remove every entry")
+    clear.set_defaults(command=cache_clear_command)
+    for action in (info, prune, clear):
+        action.add_argument("location", metavar="PATH_OR_URL", help="a directory or s3://...")
+        action.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 if __name__ == "__main__":

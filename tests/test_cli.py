@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import textwrap
+import time
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from hypernodes_daft.cache import DiskCache, call_key
+from hypernodes_daft.cli import main
+from hypernodes_daft.resources import format_bytes
 
 PIPELINE = """
 from hypernodes_daft import Pipeline, node
@@ -269,3 +277,146 @@ def test_a_node_set_to_skip_leaves_its_rows_out_while_the_run_collects(project, 
     table = pq.read_table(project / "out")
     assert table.num_rows == 26 and not {15, 30, 45, 75} & set(table["x"].to_pylist())
     assert sorted(e["node"] for e in table["_error"].to_pylist() if e) == ["check"] * 8
+
+
+# -- hypernodes-daft cache info | prune | clear ---------------------------------------------
+
+
+def put_entries(location: str | Path, count: int) -> list[Path]:
+    """`count` entries of one size; their files, in the order put (local caches)."""
+    cache = DiskCache(location)
+    keys = [call_key("node-lineage", {"i": i}) for i in range(count)]
+    for key in keys:
+        cache.put(key, b"x" * 1000)
+    return [Path(location, key[:2], f"{key}.pkl") for key in keys]
+
+
+def age(files: list[Path], seconds: float) -> None:
+    """Mark `files` last used `seconds` ago (a local entry's use is its mtime)."""
+    then = time.time() - seconds
+    for file in files:
+        os.utime(file, (then, then))
+
+
+def remaining(location: Path) -> set[Path]:
+    return set(location.glob("*/*.pkl"))
+
+
+def lines(text: str) -> dict[str, str]:
+    """`name:   value` lines -> {name: value}."""
+    return dict(tuple(part.strip() for part in line.split(":", 1)) for line in text.splitlines())
+
+
+def test_cache_info_prints_entries_size_and_the_oldest_and_newest_use(tmp_path, capsys):
+    files = put_entries(tmp_path, 3)
+    os.utime(files[0], (1_000_000_000, 1_000_000_000))
+    assert main(["cache", "info", str(tmp_path)]) == 0
+    shown = lines(capsys.readouterr().out)
+    assert shown["location"] == str(tmp_path) and shown["entries"] == "3"
+    assert shown["size"] == format_bytes(sum(f.stat().st_size for f in files))
+    assert shown["oldest"] == "2001-09-09T01:46:40+00:00"  # in UTC, to the second
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", shown["newest"])
+
+
+def test_cache_info_of_an_empty_cache(tmp_path, capsys):
+    assert main(["cache", "info", str(tmp_path)]) == 0
+    shown = lines(capsys.readouterr().out)
+    assert (shown["entries"], shown["size"], shown["oldest"]) == ("0", "0B", "-")
+
+
+def test_cache_prune_older_than_removes_the_entries_not_used_since(tmp_path, capsys):
+    files = put_entries(tmp_path, 5)
+    age(files[:2], 2 * 86400)
+    age(files[2:3], 20 * 3600)  # used within the day: kept
+    assert main(["cache", "prune", str(tmp_path), "--older-than", "1d"]) == 0
+    shown = lines(capsys.readouterr().out)
+    assert shown["removed"] == "2 entries"
+    assert shown["remaining"] == f"3 entries, {format_bytes(3 * files[4].stat().st_size)}"
+    assert remaining(tmp_path) == set(files[2:])
+
+
+def test_cache_prune_max_size_removes_the_least_recently_used_first(tmp_path, capsys):
+    files = put_entries(tmp_path, 5)
+    for i, file in enumerate(files):
+        age([file], (5 - i) * 100)  # files[0] is the least recently used
+    size = files[0].stat().st_size
+    bound = 3 * size
+    assert main(["cache", "prune", str(tmp_path), "--max-size", str(bound)]) == 0
+    assert lines(capsys.readouterr().out)["removed"] == "2 entries"
+    assert remaining(tmp_path) == set(files[2:])
+    assert main(["cache", "prune", str(tmp_path), "--max-size", str(bound - 1)]) == 0
+    assert lines(capsys.readouterr().out)["removed"] == "1 entry"
+    assert remaining(tmp_path) == set(files[3:])
+
+
+def test_cache_clear_removes_every_entry_and_says_how_many(tmp_path, capsys):
+    put_entries(tmp_path, 4)
+    assert main(["cache", "clear", str(tmp_path)]) == 0
+    assert lines(capsys.readouterr().out)["removed"] == "4 entries"
+    assert remaining(tmp_path) == set()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["prune", "{cache}", "--older-than", "7 days"],
+         "--older-than '7 days' is not a duration (use a number and a unit: 30s, 15m, 12h, "
+         "7d, 2w)"),
+        (["prune", "{cache}", "--older-than", "7"], "'7' is not a duration"),
+        (["prune", "{cache}"], "cache prune needs --older-than DURATION and/or --max-size SIZE"),
+        (["prune", "{cache}", "--max-size", "10 gigs"], "max_size '10 gigs' is not a size"),
+        (["info", "{missing}"], "no cache at {missing}"),
+        (["clear", "{missing}"], "no cache at {missing}"),
+        (["prune", "{missing}", "--older-than", "1d"], "no cache at {missing}"),
+    ],
+)  # fmt: skip
+def test_cache_errors_are_one_line_and_a_nonzero_exit(tmp_path, capsys, args, message):
+    files = put_entries(tmp_path / "cache", 2)
+    places = {"cache": tmp_path / "cache", "missing": tmp_path / "missing"}
+    assert main(["cache", *(a.format(**places) for a in args)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("hypernodes-daft: error: ") and message.format(**places) in error
+    assert len(error.strip().splitlines()) == 1
+    assert remaining(tmp_path / "cache") == set(files)  # nothing removed
+    assert not (tmp_path / "missing").exists()  # nor a cache made where there was none
+
+
+def test_cache_info_prune_and_clear_on_s3(s3_url, capsys):
+    cache = DiskCache(s3_url)
+    for i in range(4):
+        cache.put(call_key("node-lineage", {"i": i}), b"x" * 1000)
+    size = cache.info().bytes // 4
+    assert main(["cache", "info", s3_url]) == 0
+    shown = lines(capsys.readouterr().out)
+    assert shown["location"] == s3_url and shown["entries"] == "4"
+    assert shown["size"] == format_bytes(4 * size)
+    assert main(["cache", "prune", s3_url, "--older-than", "1h"]) == 0  # all written just now
+    assert lines(capsys.readouterr().out)["removed"] == "0 entries"
+    assert main(["cache", "prune", s3_url, "--max-size", str(2 * size)]) == 0
+    shown = lines(capsys.readouterr().out)
+    assert shown["removed"] == "2 entries"
+    assert shown["remaining"] == f"2 entries, {format_bytes(2 * size)}"
+    assert main(["cache", "clear", s3_url]) == 0
+    assert lines(capsys.readouterr().out)["removed"] == "2 entries"
+    assert len(cache) == 0
+
+
+def test_cache_info_of_a_missing_bucket_is_one_line_naming_it(s3_url, capsys):
+    url = "s3://no-such-bucket-here/cache"
+    assert main(["cache", "info", url]) == 1
+    error = capsys.readouterr().err
+    assert error.strip() == (
+        f"hypernodes-daft: error: DiskCache({url!r}): the bucket 'no-such-bucket-here' "
+        "does not exist"
+    )
+
+
+def test_cache_info_of_an_unreachable_endpoint_is_one_line_without_secrets(monkeypatch, capsys):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "someone")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-print-me")
+    assert main(["cache", "info", "s3://some-bucket/x"]) == 1
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 1 and "s3://some-bucket/x" in captured.err
+    assert "do-not-print-me" not in captured.err + captured.out

@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..resources import format_bytes
 from ..runtime.dispatch import CallbackContext
 from .base import PipelineCallback
 from .telemetry import NodeSpans
@@ -66,6 +67,21 @@ class MetricsCallback(PipelineCallback):
         self._in_flight = 0
         self._in_flight_peak = 0
         self._otel = NodeSpans(tracer_provider) if otel else None
+        self._cache: Any = None  # the cache of the runs seen, and their cached nodes
+        self._cached_nodes: set[str] = set()
+
+    def on_pipeline_start(self, pipeline_id: str, inputs: dict, ctx: CallbackContext) -> None:
+        self._note_cache(ctx)
+
+    def on_map_start(self, total_items: int, ctx: CallbackContext) -> None:
+        self._note_cache(ctx)
+
+    def _note_cache(self, ctx: CallbackContext) -> None:
+        cache = ctx.get("cache")
+        if cache is not None:
+            with self._lock:
+                self._cache = cache
+                self._cached_nodes.update(ctx.get("cached_nodes", ()))
 
     def _stats(self, node_id: str) -> _NodeStats:
         stats = self._nodes.get(node_id)
@@ -162,8 +178,28 @@ class MetricsCallback(PipelineCallback):
             }
         return out
 
+    def cache_summary(self) -> dict[str, Any] | None:
+        """{location, hits, misses, entries, bytes} of the cache the runs used (None: no
+        cache). Hits and misses are the calls of cached nodes found stored or made, over
+        the runs seen; entries and bytes are the cache's now, listed from its storage
+        (a cache without `info()`, such as MemoryCache, gives its `len` and no bytes)."""
+        with self._lock:
+            cache, cached = self._cache, set(self._cached_nodes)
+            counted = [s for name, s in self._nodes.items() if name in cached]
+        if cache is None:
+            return None
+        info = cache.info() if hasattr(cache, "info") else None
+        return {
+            "location": getattr(cache, "location", type(cache).__name__),
+            "hits": sum(s.cached for s in counted),
+            "misses": sum(s.calls for s in counted),
+            "entries": info.entries if info else len(cache),
+            "bytes": info.bytes if info else None,
+        }
+
     def table(self) -> str:
-        """The summary as a Markdown table (latencies in milliseconds)."""
+        """The summary as a Markdown table (latencies in milliseconds), then the cache's
+        hits, misses and size when the runs used one."""
         header = ["node", "calls", "cached", "errors", "retries", "p50 ms", "p95 ms", "max ms"]
         rows = [[*header, "total s", "in-flight peak"]]
         for name, m in self.summary().items():
@@ -171,7 +207,15 @@ class MetricsCallback(PipelineCallback):
             times = [_ms(m[k]) for k in ("p50", "p95", "max")]
             total = "-" if m["total"] is None else f"{m['total']:.3f}"
             rows.append([name, *counts, *times, total, str(m["in_flight_peak"])])
-        return _markdown(rows) + f"\n\noverall in-flight peak: {self.in_flight_peak}"
+        text = _markdown(rows) + f"\n\noverall in-flight peak: {self.in_flight_peak}"
+        cache = self.cache_summary()
+        if cache is not None:
+            size = "" if cache["bytes"] is None else f", {format_bytes(cache['bytes'])}"
+            text += (
+                f"\ncache {cache['location']}: {cache['hits']} hits, {cache['misses']} "
+                f"misses; {cache['entries']} entries{size}"
+            )
+        return text
 
     def __str__(self) -> str:
         return self.table()

@@ -29,7 +29,7 @@ class Events:
 
     __slots__ = ("sink", "plan", "ctx", "pipeline_id", "path", "children")
 
-    def __init__(self, sink: Any, plan: Any, path: tuple[str, ...] = ()):
+    def __init__(self, sink: Any, plan: Any, path: tuple[str, ...] = (), cache: Any = None):
         self.sink = sink  # a Callbacks, or a list in a worker process
         self.plan = plan
         self.pipeline_id: str = plan.pipeline_id
@@ -45,16 +45,22 @@ class Events:
                 "node_ids": [s.label for s in plan.steps],
             },
         )
+        if cache is not None:  # MetricsCallback reports the cache's hits, misses and size
+            self.ctx.set("cache", cache)
+            self.ctx.set("cached_nodes", [s.label for s in plan.steps if s.options.cache])
 
     @classmethod
-    def start(cls, callbacks: list[Any], plan: Any, *engine_names: str) -> Events | None:
-        """The events of a new execution, or None without callbacks (nothing is fired).
-        Raises ValueError when a callback's `supported_engines` excludes `engine_names`."""
+    def start(
+        cls, callbacks: list[Any], plan: Any, *engine_names: str, cache: Any = None
+    ) -> Events | None:
+        """The events of a new execution (using `cache`), or None without callbacks
+        (nothing is fired). Raises ValueError when a callback's `supported_engines`
+        excludes `engine_names`."""
         if not callbacks:
             return None
         dispatcher = Callbacks(callbacks)
         dispatcher.check_engine(*engine_names)
-        return cls(dispatcher, plan)
+        return cls(dispatcher, plan, cache=cache)
 
     def child(self, label: str) -> Events:
         """The events of the runs of nested step `label`: a new context (0.4), the same sink."""
@@ -62,7 +68,9 @@ class Events:
         if child is None:
             step = next(s for s in self.plan.steps if s.label == label)
             inner = step.nested.item
-            child = self.children[label] = type(self)(self.sink, inner, (*self.path, label))
+            cache = self.ctx.get("cache")
+            child = type(self)(self.sink, inner, (*self.path, label), cache)
+            self.children[label] = child
         return child
 
     def fire(self, hook: str, *args: Any) -> None:

@@ -422,6 +422,29 @@ def job_unsatisfiable(engine: DaftEngine, what: str) -> dict:
     return {"error": error, "seconds": seconds, "all_free": free}
 
 
+def job_s3_cache(engine: DaftEngine, argument: str) -> dict:
+    """200 calls of a 50 ms node with a DiskCache on S3 (its URL and the directory of
+    start/end marks, space-separated): the result's sum and the nodes the calls ran on."""
+    import uuid
+
+    from hypernodes_daft import DiskCache
+
+    url, marks = argument.split()
+
+    @node(output_name="y")
+    def slow_square(x: int) -> int:
+        Path(marks, f"start-{x}-{uuid.uuid4().hex}").touch()
+        time.sleep(0.05)
+        Path(marks, f"end-{x}-{uuid.uuid4().hex}-{where()}").touch()
+        return x * x
+
+    cached = DaftEngine(runner="ray", address=engine.address, cache=DiskCache(url))
+    rows = Pipeline(nodes=[slow_square]).map(
+        inputs={"x": list(range(200))}, map_over="x", engine=cached
+    )
+    return {"sum": sum(row["y"] for row in rows)}
+
+
 JOBS = {name[4:]: job for name, job in globals().items() if name.startswith("job_")}
 
 if __name__ == "__main__":

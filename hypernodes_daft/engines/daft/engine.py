@@ -224,12 +224,12 @@ class DaftEngine:
         """What one call builds its frame with: the cache, the callbacks' events, and
         whether failures are kept per row (then the frame has an ERROR column)."""
         use_runner(self.runner, self.address)  # before any frame exists: frames pick one
-        every = [*self.callbacks, *(callbacks or ())]
-        events = Events.start(every, plan, type(self).__name__)
-        if events is not None and self.runner == "ray":
-            connect(self.address)  # the report's actor lives on the cluster
         cache = cache if cache is not None else self.cache
         check_cache(cache)  # before any node runs: one error, not one per row
+        every = [*self.callbacks, *(callbacks or ())]
+        events = Events.start(every, plan, type(self).__name__, cache=cache)
+        if events is not None and self.runner == "ray":
+            connect(self.address)  # the report's actor lives on the cluster
         services = Services(cache, events, (), on_error)
         report = batch_report(events, self.runner)
         tolerant = may_settle(plan, on_error)

@@ -217,14 +217,15 @@ class HypernodesEngine:
         for this call only). Items run at once (`concurrent_items`) only in a map on the
         async or threaded executor: `run` is one item, the sequential executor runs items
         one by one and so does each process of the parallel one."""
-        check_cache(cache if cache is not None else self.cache)  # before any node runs
+        used = cache if cache is not None else self.cache
+        check_cache(used)  # before any node runs
         grouping = mapping and self._maps.concurrent_items
         every = [*self.callbacks, *(callbacks or ())]
         if cache is None and not every and on_error == "raise":
             return self._grouping if grouping else self.services
-        events = Events.start(every, plan, type(self).__name__, "SeqEngine", "HypernodesEngine")
-        cache = cache if cache is not None else self.cache
-        return Services(cache, events, (), on_error, concurrent_items=grouping)
+        names = (type(self).__name__, "SeqEngine", "HypernodesEngine")
+        events = Events.start(every, plan, *names, cache=used)
+        return Services(used, events, (), on_error, concurrent_items=grouping)
 
     def _kept(self, kind: str, plan: RunPlan, services: Services, compile: Compile) -> Any:
         """`compile(plan, services)`, kept per plan for the engine's own services (a
