@@ -361,7 +361,11 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--runner", choices=["native", "ray"], default="native")
         command.add_argument("--address", help="Ray cluster address (with --runner ray)")
-        command.add_argument("--cache", metavar="DIR", help="cache node results in DIR")
+        command.add_argument(
+            "--cache",
+            metavar="DIR_OR_URL",
+            help="cache node results in DIR or at s3://bucket/prefix",
+        )
         command.add_argument(
             "--set", action="append", default=[], metavar="NAME=VALUE", help="a constant input"
         )
