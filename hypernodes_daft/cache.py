@@ -9,9 +9,11 @@ everything downstream) and of its argument values, hashed by content (`hash_valu
 `@node(cache=False)` opts a node out. A value that cannot be hashed stably (an open file,
 a lock) skips caching for that call, with one warning per node.
 
-`DiskCache` writes each entry to a temporary file and renames it into place, so a process
-killed mid-write never leaves a corrupt entry, and concurrent writers (threads, processes,
-Ray workers on a shared filesystem) never mix their bytes: the last rename wins whole.
+`DiskCache` keeps entries under a local directory or an object-store URL (`_storage.py`),
+each written whole (a renamed file, one PUT) with a checksum: a writer killed mid-put, two
+writers of one key, a truncated file never give a reader a wrong value. Each call's entry is
+stored when the call returns, so a killed job re-run computes only what had not finished
+(docs/caching.md: checkpointing).
 """
 
 from __future__ import annotations
@@ -105,7 +107,6 @@ class DiskCache:
             self.path = Path(self._store.location)
         self.max_size = None if max_size is None else self._size(max_size)
         self.concurrency = concurrency
-        self.stats = CacheStats()
         self._pool: ThreadPoolExecutor | None = None
         self._pending: dict[str, Any] = {}  # put_soon's values until stored: read your writes
         self._lock = threading.Lock()
@@ -130,9 +131,7 @@ class DiskCache:
         data = self._store.read(name)
         value = _MISSING if data is None else self._value(key, data)
         if value is _MISSING:
-            self.stats.count(misses=1)
             return False, None
-        self.stats.count(hits=1, read=len(data))  # type: ignore[arg-type]
         if self.max_size is not None:
             self._store.touch(name)  # most recently used: evicted last
         return True, value
@@ -146,7 +145,6 @@ class DiskCache:
     def put(self, key: str, value: Any) -> None:
         data = _framed(value)
         self._store.write(_name(key), data)
-        self.stats.count(writes=1, written=len(data))
         if self.max_size is not None:
             self._store.touch(_name(key))
             _budget(self._store, self.max_size).add(len(data))
@@ -187,7 +185,6 @@ class DiskCache:
                 "truncated or corrupt; it is computed again and rewritten (further "
                 "damaged entries are not reported)",
             )
-            self.stats.count(corrupt=1)
             return _MISSING
         try:
             return pickle.loads(payload)
@@ -274,26 +271,6 @@ class DiskCache:
     def __repr__(self) -> str:
         bound = "" if self.max_size is None else f", max_size={format_bytes(self.max_size)!r}"
         return f"DiskCache({self.location!r}{bound})"
-
-
-@dataclass
-class CacheStats:
-    """What this process's lookups and writes of one DiskCache did (not other workers')."""
-
-    hits: int = 0
-    misses: int = 0
-    corrupt: int = 0
-    writes: int = 0
-    read: int = 0  # bytes
-    written: int = 0  # bytes
-
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def count(self, **amounts: int) -> None:
-        with self._lock:
-            for name, amount in amounts.items():
-                setattr(self, name, getattr(self, name) + amount)
 
 
 @dataclass(frozen=True)
