@@ -22,7 +22,15 @@ LAYERS = {
     "engines/local": ("engines.local",),
     "engines/daft": ("engines.daft",),
     "surfaces": ("io", "cli", "visualize"),
-    "vocabulary": ("exceptions", "results", "options", "resources", "cache", "_hashing"),
+    "vocabulary": (
+        "exceptions",
+        "results",
+        "options",
+        "resources",
+        "cache",
+        "_storage",
+        "_hashing",
+    ),
     "pipeline": ("pipeline",),
 }
 
