@@ -59,6 +59,8 @@ class NodeOptions:
       resources, e.g. {"model_host": 1}): what one call needs (`request`, resources.py).
       DaftEngine asks Daft and Ray for them and places the node's function where they are;
       the local engines run at most as many calls at once as this machine holds.
+    - `native`: DaftEngine may run the node's body as Daft expressions when it can and
+      they give Python's results (engines/daft/native.py); False keeps it in Python.
     """
 
     cache: bool = True
@@ -78,6 +80,7 @@ class NodeOptions:
     gpus: float | None = None
     memory: int | str | None = None
     resources: dict[str, float] | None = None
+    native: bool = True
 
     @property
     def request(self) -> Resources:

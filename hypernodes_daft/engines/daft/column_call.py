@@ -47,6 +47,7 @@ class Setup:
     report: Any = None  # where batches are reported for the callbacks (reporting.py)
     tolerant: bool = False  # some node may record failures: frames carry an ERROR column
     cluster: Any = None  # placement.Cluster: checks that resource requests can be held
+    native: bool = True  # sync node bodies may run as Daft expressions (native.py)
 
 
 @dataclass

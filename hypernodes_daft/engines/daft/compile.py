@@ -22,6 +22,7 @@ from ...plan import RunPlan, Step
 from ...results import ErrorRecord
 from .column_call import ERROR, Setup
 from .groups import Group, plan_groups
+from .native import SAMPLE_ROWS, Natives, plan_natives
 from .plan_runner import make_runner, run_on_driver, step_lineages
 from .runners import ArrowNode
 from .types import ERROR_TYPE, PYTHON, arrow_type, output_types
@@ -49,11 +50,18 @@ def build(
     """Add the columns of `plan`'s outputs to `frame`; `names` gains where each output is.
     `within`: the labels of the nested steps `plan` is inlined for (errors name them)."""
     constants = {name: ref.value for name, ref in names.items() if isinstance(ref, Const)}
-    groups = plan_groups(plan, constants)
+    top = not within  # nested pipelines' nodes stay in Python (their columns are prefixed)
+    natives = _natives(frame, plan, names, constants, setup) if setup.native and top else None
+    groups = plan_groups(plan, constants, natives.expressions if natives else ())
     keys = step_lineages(plan, setup)
     for index, group in enumerate(groups):
         needed = set(plan.outputs).union(*(s.args for g in groups[index + 1 :] for s in g.steps))
-        if group.kind == "driver":
+        if natives is not None and group.kind == "sync":
+            group.why_python = natives.why_python(group.steps)
+        if group.kind == "native":
+            assert natives is not None
+            frame = _add_native(frame, group, names, natives, setup)
+        elif group.kind == "driver":
             frame = _run_on_driver(frame, group.steps[0], names, setup, within)
         elif group.kind == "nested":
             step = group.steps[0]
@@ -106,6 +114,58 @@ def constant_column(value: Any, rows: daft.Expression) -> daft.Expression:
         return daft.Series.from_pylist([value] * len(rows), dtype=PYTHON)
 
     return repeat(rows)
+
+
+def _natives(
+    frame: daft.DataFrame, plan: RunPlan, names: Names, constants: dict[str, Any], setup: Setup
+) -> Natives:
+    """Which of the plan's nodes run as Daft expressions, checked on the frame's first rows."""
+    schema = frame.schema()
+    sources = {
+        name: (column, schema[column].dtype)
+        for name, column in names.items()
+        if isinstance(column, str) and column in frame.column_names
+    }
+
+    def sample() -> dict[str, list[Any]]:
+        columns = list(dict.fromkeys(column for column, _ in sources.values()))
+        return frame.select(*columns).limit(SAMPLE_ROWS).to_pydict()
+
+    cached = setup.services.cache is not None
+    return plan_natives(plan, sources, sample, constants, value_types, cached)
+
+
+def _add_native(
+    frame: daft.DataFrame, group: Group, names: Names, natives: Natives, setup: Setup
+) -> daft.DataFrame:
+    """The group's nodes as columns computed by their expressions: one projection. Rows
+    that failed earlier (under on_error "skip"/"collect") get null, as in Python."""
+    for step in group.steps:
+        (output,) = step.outputs
+        expression = natives.expressions[step.label]
+        if setup.tolerant:
+            expression = daft.functions.when(col(ERROR).is_null(), expression).otherwise(None)
+        frame = frame.with_column(output, expression)
+        names[output] = output
+    if setup.report is not None:  # the callbacks hear of each batch, as from a function
+        frame = _reported(frame, group, setup.report)
+    return frame
+
+
+def _reported(frame: daft.DataFrame, group: Group, report: Any) -> daft.DataFrame:
+    """`frame` whose last native column passes through a function that reports, per
+    batch, a call of each of the group's nodes per row."""
+    labels = [s.label for s in group.steps]
+    column = group.steps[-1].outputs[0]
+
+    def count(values: daft.Series) -> daft.Series:
+        for label in labels:
+            report.record(label, len(values), 0.0, 0, 0, 0)
+        return values
+
+    dtype = frame.schema()[column].dtype
+    counted = daft.func.batch(return_dtype=dtype, use_process=False)(count)
+    return frame.with_column(column, counted(col(column)))
 
 
 def _inline_nested(

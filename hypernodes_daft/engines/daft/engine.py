@@ -51,6 +51,9 @@ class DaftEngine:
       lists: twice the cluster's CPUs; datasets keep Daft's split by file). The native
       runner streams batches of rows through every function and ignores it.
     - `max_concurrency`: async calls in flight per function, unless the node sets its own.
+    - `native`: sync nodes whose bodies are plain arithmetic, comparisons or string
+      methods run as Daft expressions once verified against Python (native.py); False:
+      every node is a Python function.
     - `use_batch_udf`, `default_daft_config`: accepted for HyperNodes 0.4 code; nodes are
       always batched here, and the config is applied with `daft.set_execution_config`.
     """
@@ -68,6 +71,7 @@ class DaftEngine:
         callbacks: list[Any] | None = None,
         use_batch_udf: bool = True,
         default_daft_config: dict[str, Any] | None = None,
+        native: bool = True,
     ):
         if runner not in RUNNERS:
             raise ValueError(f"DaftEngine: runner must be one of {RUNNERS}, got {runner!r}")
@@ -84,6 +88,7 @@ class DaftEngine:
         self.callbacks = callback_list(callbacks, "DaftEngine")
         self.use_batch_udf = use_batch_udf
         self.default_daft_config = dict(default_daft_config or {})
+        self.native = native
 
     def lazy(self) -> DaftEngine:
         """The same engine returning lazy DataFrames."""
@@ -235,7 +240,9 @@ class DaftEngine:
         tolerant = may_settle(plan, on_error)
         in_process = self.runner == "native"
         cluster = Cluster(self.runner, self.address, self.partitions)
-        setup = Setup(self.max_concurrency, services, in_process, report, tolerant, cluster)
+        setup = Setup(
+            self.max_concurrency, services, in_process, report, tolerant, cluster, self.native
+        )
         return _Execution(setup, events, report)
 
     def _lazy_map(

@@ -10,6 +10,8 @@
 
 - "driver": the step reads only constants, so it runs once, on the driver; its outputs
   become constants. No work per row that can be done once.
+- "native": consecutive sync nodes whose bodies run as Daft expressions (native.py): a
+  projection, no Python function at all.
 - "sync": consecutive sync nodes, fused into one function that runs them column-wise.
 - "async", "arrow": one async / `@node(batch=True)` node per function (an Arrow call).
 - "grouped": one `@node(batch_size=N)` node (sync or async): called with lists, a chunk of
@@ -25,6 +27,7 @@ function: a GPU node is a function of its own.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +44,7 @@ class Group:
     steps: list[Step] = field(default_factory=list)
     request: Resources = Resources()
     replicas: int = 0
+    why_python: str = ""  # why a sync group's nodes are not native, for explain()
 
     @property
     def label(self) -> str:
@@ -64,16 +68,21 @@ class Group:
         return f"{self.kind}: {self.label} {self.needs}".rstrip()
 
 
-def plan_groups(plan: RunPlan, constants: dict[str, Any]) -> list[Group]:
-    """The steps of `plan` grouped by how they run, given the values that are constants."""
+def plan_groups(
+    plan: RunPlan, constants: dict[str, Any], native: Collection[str] = ()
+) -> list[Group]:
+    """The steps of `plan` grouped by how they run, given the values that are constants
+    and the labels of the steps that run as Daft expressions (`native`)."""
     groups: list[Group] = []
     known = set(constants)
     for step in plan.steps:
         kind = _kind(step, known)
         if kind == "driver":
             known.update(step.outputs)
+        elif step.label in native:
+            kind = "native"
         group = Group(kind, [step], *_needs(step, constants))
-        if kind == "sync" and groups and _fuses(groups[-1], group):
+        if kind in ("sync", "native") and groups and _fuses(groups[-1], group):
             groups[-1].steps.append(step)
         else:
             groups.append(group)

@@ -176,7 +176,7 @@ def _daft_function(call: Any, group: Group, outputs: list[Output], options: dict
         dtype, unnest = outputs[0][2], False
     else:
         dtype, unnest = DataType.struct({column: t for _, column, t in outputs}), True
-    label = group.label + group.needs
+    label = group.label + group.needs + group.why_python
     if "max_concurrency" in options:
         replica = _replica_class(call, label, dtype, unnest)
         return daft.cls(name_override=label, **options)(replica)(call)
