@@ -753,7 +753,9 @@ def test_explain_shows_one_udf_per_fused_group():
         return b - 3
 
     pipeline = Pipeline(nodes=[f, g, h])
-    frame = pipeline.map(inputs={"x": [1, 2]}, map_over="x", engine=DaftEngine(collect=False))
+    frame = pipeline.map(
+        inputs={"x": [1, 2]}, map_over="x", engine=DaftEngine(collect=False, native=False)
+    )
     assert udf_names(frame) == ["f+g+h"]
     assert frame.to_pydict()["c"] == [1, 3]
 
@@ -781,7 +783,9 @@ def test_explain_async_node_splits_the_groups():
         return -d
 
     pipeline = Pipeline(nodes=[f, g, fetch, h, i])
-    frame = pipeline.map(inputs={"x": [1, 2]}, map_over="x", engine=DaftEngine(collect=False))
+    frame = pipeline.map(
+        inputs={"x": [1, 2]}, map_over="x", engine=DaftEngine(collect=False, native=False)
+    )
     assert udf_names(frame)[::-1] == ["f+g", "fetch", "h+i"]
     expected = pipeline.map(inputs={"x": [1, 2]}, map_over="x", engine=local())
     columns = frame.to_pydict()
@@ -798,7 +802,7 @@ def test_explain_capsys(capsys):
         return a + 1
 
     frame = Pipeline(nodes=[first_step, second_step]).map(
-        inputs={"x": [1]}, map_over="x", engine=DaftEngine(collect=False)
+        inputs={"x": [1]}, map_over="x", engine=DaftEngine(collect=False, native=False)
     )
     frame.explain(show_all=True)
     printed = capsys.readouterr().out

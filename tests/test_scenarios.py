@@ -17,6 +17,7 @@ ENGINES = {
         node_executor="threaded", map_executor="parallel", max_workers=2
     ),
     "daft": lambda: DaftEngine(),
+    "daft_python": lambda: DaftEngine(native=False),  # no node body traced: the same results
     "daft_partitions": lambda: DaftEngine(partitions=3, max_concurrency=2),
 }
 

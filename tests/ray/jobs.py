@@ -445,6 +445,33 @@ def job_s3_cache(engine: DaftEngine, argument: str) -> dict:
     return {"sum": sum(row["y"] for row in rows)}
 
 
+def job_native(engine: DaftEngine, _: str) -> dict:
+    """A chain of arithmetic on Ray: traced into expressions (no Python function in the
+    plan) and the same results as with tracing off."""
+    import io
+
+    @node(output_name="a")
+    def add_one(x: int) -> int:
+        return x + 1
+
+    @node(output_name="b")
+    def double(a: int) -> int:
+        return a * 2
+
+    pipeline = Pipeline(nodes=[add_one, double])
+    inputs = {"x": list(range(-100, 100))}
+    lazy = pipeline.map(inputs=inputs, map_over="x", engine=engine.lazy())
+    plan = io.StringIO()
+    lazy.explain(show_all=True, file=plan)
+    python = DaftEngine(runner="ray", address=engine.address, native=False)
+    return {
+        "udfs": plan.getvalue().split("== Physical Plan ==")[-1].count("UDF hypernodes."),
+        "same": pipeline.map(inputs=inputs, map_over="x", engine=engine)
+        == pipeline.map(inputs=inputs, map_over="x", engine=python)
+        == [{"a": x + 1, "b": 2 * x + 2} for x in range(-100, 100)],
+    }
+
+
 JOBS = {name[4:]: job for name, job in globals().items() if name.startswith("job_")}
 
 if __name__ == "__main__":

@@ -167,3 +167,7 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_traced_node_bodies_run_as_expressions_on_ray(run_job):
+    assert run_job("native") == {"udfs": 0, "same": True}

@@ -46,12 +46,17 @@ def build(
     setup: Setup,
     prefix: str = "",
     within: tuple[str, ...] = (),
+    sample: daft.DataFrame | None = None,
 ) -> daft.DataFrame:
     """Add the columns of `plan`'s outputs to `frame`; `names` gains where each output is.
-    `within`: the labels of the nested steps `plan` is inlined for (errors name them)."""
+    `within`: the labels of the nested steps `plan` is inlined for (errors name them);
+    `sample`: where to read the first rows that native nodes are checked on (default
+    `frame`)."""
     constants = {name: ref.value for name, ref in names.items() if isinstance(ref, Const)}
     top = not within  # nested pipelines' nodes stay in Python (their columns are prefixed)
-    natives = _natives(frame, plan, names, constants, setup) if setup.native and top else None
+    natives = None
+    if setup.native and top:
+        natives = _natives(frame if sample is None else sample, plan, names, constants, setup)
     groups = plan_groups(plan, constants, natives.expressions if natives else ())
     keys = step_lineages(plan, setup)
     for index, group in enumerate(groups):
@@ -140,13 +145,15 @@ def _add_native(
 ) -> daft.DataFrame:
     """The group's nodes as columns computed by their expressions: one projection. Rows
     that failed earlier (under on_error "skip"/"collect") get null, as in Python."""
+    computed = {}
     for step in group.steps:
         (output,) = step.outputs
-        expression = natives.expressions[step.label]
+        expression = natives.expressions[step.label]  # over the frame's own columns
         if setup.tolerant:
             expression = daft.functions.when(col(ERROR).is_null(), expression).otherwise(None)
-        frame = frame.with_column(output, expression)
+        computed[output] = expression
         names[output] = output
+    frame = frame.with_columns(computed)
     if setup.report is not None:  # the callbacks hear of each batch, as from a function
         frame = _reported(frame, group, setup.report)
     return frame

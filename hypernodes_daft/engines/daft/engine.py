@@ -255,31 +255,44 @@ class DaftEngine:
         """The map as a lazy frame: the `kept` input columns and the outputs. None keeps
         every input column, for a frame the caller gets or writes: then the rows failed
         under on_error "skip" are left out, as `map` leaves them out."""
-        frame = self._source(plan, inputs, execution.setup.cluster)
+        source = self._source(plan, inputs)
+        frame = self._split(source, inputs, plan, execution.setup.cluster)
         for_caller = kept is None
         if kept is None:
             kept = tuple(c for c in frame.column_names if c not in plan.item.outputs)
         names: Names = {name: name for name in plan.map_over}
         names.update({k: Const(v) for k, v in inputs.items() if k not in plan.map_over})
-        frame = build(execution.with_errors(frame), plan.item, names, execution.setup)
+        # the first rows are read from the source as given (on Ray, Daft 0.7.26 hangs on a
+        # limit after into_partitions: seen)
+        frame = build(
+            execution.with_errors(frame), plan.item, names, execution.setup, sample=source
+        )
         frame = self._outputs(frame, plan.item.outputs, names, kept, execution)
         if for_caller and execution.setup.tolerant:
             frame = frame.where(col(ERROR).is_null() | (col(ERROR)["on_error"] != "skip"))
         return frame
 
-    def _source(self, plan: MapPlan, inputs: dict[str, Any], cluster: Cluster) -> daft.DataFrame:
+    def _source(self, plan: MapPlan, inputs: dict[str, Any]) -> daft.DataFrame:
         """The mapped inputs as the columns of a frame, one row per item."""
         dataset = dataset_of(inputs, plan.map_over, "DaftEngine")
         if dataset is not None and plan.map_mode == "zip":  # every column stays, e.g. ids
             renamed = {n: col(inputs[n].name) for n in plan.map_over if inputs[n].name != n}
-            frame = dataset.frame.with_columns(renamed) if renamed else dataset.frame
-        else:
-            columns = _item_columns(inputs, plan)
-            frame = daft.from_pydict({n: input_column(values) for n, values in columns.items()})
-            if self.runner == "ray" and not self.partitions:  # one partition would use one CPU
-                frame = frame.into_partitions(cluster.partitions())
-        if self.partitions and self.runner == "ray":  # the native runner streams batches
-            frame = frame.into_partitions(self.partitions)
+            return dataset.frame.with_columns(renamed) if renamed else dataset.frame
+        columns = _item_columns(inputs, plan)
+        return daft.from_pydict({n: input_column(values) for n, values in columns.items()})
+
+    def _split(
+        self, frame: daft.DataFrame, inputs: dict[str, Any], plan: MapPlan, cluster: Cluster
+    ) -> daft.DataFrame:
+        """The source split for Ray: as asked, else a list in twice the cluster's CPUs (one
+        partition would use one CPU; a dataset keeps Daft's split by file). The native
+        runner streams batches and needs no split."""
+        if self.runner != "ray":
+            return frame
+        if self.partitions:
+            return frame.into_partitions(self.partitions)
+        if dataset_of(inputs, plan.map_over, "DaftEngine") is None or plan.map_mode != "zip":
+            return frame.into_partitions(cluster.partitions())
         return frame
 
     def _outputs(

@@ -33,7 +33,7 @@ import dis
 import math
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import daft
@@ -273,11 +273,17 @@ def trace(func: types.FunctionType, arguments: dict[str, Any], by_name: bool) ->
 
 @dataclass(frozen=True)
 class Column:
-    """A value name's column, its Daft type and its values in the sample."""
+    """A value name's column, its Daft type and its values in the sample; `expr` computes
+    it from the frame's columns (a native node's output is its expression, so that native
+    nodes fuse into one projection)."""
 
     name: str
     dtype: DataType
     values: list[Any]
+    expr: daft.Expression | None = None
+
+    def expression(self) -> daft.Expression:
+        return col(self.name) if self.expr is None else self.expr
 
 
 def plan_natives(
@@ -300,7 +306,7 @@ def plan_natives(
         reason = _candidate(step, known, constants, output_types, cached)
         if reason is None and not sampled:  # the first traceable step: read the sample
             values, sampled = sample(), True
-            known = {n: Column(c.name, c.dtype, values[c.name]) for n, c in known.items()}
+            known = {n: replace(c, values=values[c.name]) for n, c in known.items()}
         if reason is None:
             try:
                 dtype = output_types(step)[step.outputs[0]]
@@ -310,7 +316,7 @@ def plan_natives(
             else:
                 checks.append(check)
                 (output,) = step.outputs
-                known[output] = Column(output, check.dtype, check.sampled)
+                known[output] = Column(output, check.dtype, check.sampled, check.expression)
                 continue
         natives.reasons[step.label] = reason
     python = set()  # values computed in Python: a step reading one is not native
@@ -382,9 +388,9 @@ class Check:
         func = step.node.func
         by_name = step.args != tuple(step.node.root_args[: len(step.args)])
 
-        def traced(name_of: Callable[[str], str]) -> daft.Expression:
+        def traced(column: Callable[[str], daft.Expression]) -> daft.Expression:
             stand_ins = {
-                a: constants[a] if a in constants else Traced(col(name_of(a))) for a in step.args
+                a: constants[a] if a in constants else Traced(column(a)) for a in step.args
             }
             return trace(func, stand_ins, by_name).cast(dtype)
 
@@ -392,10 +398,9 @@ class Check:
         own = {a: f"__check{index}_{a}" for a in step.args if a not in constants}
         columns = {own[a]: Column(own[a], known[a].dtype, [row[a] for row in rows]) for a in own}
         expected = [_python(func, row, by_name) for row in rows]
-        expression = traced(lambda a: known[a].name)
-        return cls(
-            step, expression, traced(own.__getitem__), dtype, columns, rows, expected, expected[:n]
-        )
+        expression = traced(lambda a: known[a].expression())
+        probe = traced(lambda a: col(own[a]))
+        return cls(step, expression, probe, dtype, columns, rows, expected, expected[:n])
 
     def difference(self, got: list[Any]) -> str | None:
         """The first row where Daft's `got` is not Python's result, said plainly."""
