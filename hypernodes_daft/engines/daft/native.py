@@ -342,6 +342,8 @@ def _candidate(
 ) -> str | None:
     """Why `step` cannot be native before its body is traced, or None."""
     options = step.options
+    if all(a in constants for a in step.args):
+        return "it reads only constants: it runs once, on the driver"
     if not options.native:
         return "@node(native=False)"
     if step.nested is not None or step.is_async or options.batch or options.batch_size:
