@@ -10,6 +10,7 @@ import daft
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scenarios import _chain
 
 from hypernodes_daft import DaftEngine, DiskCache, Pipeline, node
 from hypernodes_daft.callbacks import MetricsCallback
@@ -37,19 +38,7 @@ def both_ways(nodes: list, inputs: dict, map_over, **options) -> tuple[list, lis
     return (native, python, *plans(lazy))
 
 
-@node(output_name="a")
-def add_one(x: int) -> int:
-    return x + 1
-
-
-@node(output_name="b")
-def double(a: int) -> int:
-    return a * 2
-
-
-@node(output_name="c")
-def minus_three(b: int) -> int:
-    return b - 3
+add_one, double, minus_three = _chain().nodes  # a = x + 1, b = a * 2, c = b - 3
 
 
 def test_a_chain_of_arithmetic_runs_as_one_projection_with_python_results():

@@ -450,15 +450,7 @@ def job_native(engine: DaftEngine, _: str) -> dict:
     plan) and the same results as with tracing off."""
     import io
 
-    @node(output_name="a")
-    def add_one(x: int) -> int:
-        return x + 1
-
-    @node(output_name="b")
-    def double(a: int) -> int:
-        return a * 2
-
-    pipeline = Pipeline(nodes=[add_one, double])
+    pipeline = scenarios._chain()  # a = x + 1, b = a * 2, c = b - 3
     inputs = {"x": list(range(-100, 100))}
     lazy = pipeline.map(inputs=inputs, map_over="x", engine=engine.lazy())
     plan = io.StringIO()
@@ -468,7 +460,7 @@ def job_native(engine: DaftEngine, _: str) -> dict:
         "udfs": plan.getvalue().split("== Physical Plan ==")[-1].count("UDF hypernodes."),
         "same": pipeline.map(inputs=inputs, map_over="x", engine=engine)
         == pipeline.map(inputs=inputs, map_over="x", engine=python)
-        == [{"a": x + 1, "b": 2 * x + 2} for x in range(-100, 100)],
+        == [{"a": x + 1, "b": 2 * x + 2, "c": 2 * x - 1} for x in range(-100, 100)],
     }
 
 
