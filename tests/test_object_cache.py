@@ -271,6 +271,10 @@ def test_a_driver_killed_mid_map_resumes_without_repeating_a_stored_call(tmp_pat
     recomputed = [p.name.split("-")[1] for p in marks.glob("start-*")]
     assert len(recomputed) == 200 - stored  # none stored is called again
     assert len(set(recomputed)) == len(recomputed)
+    print(  # with -s: what the kill left and what the re-run made
+        f"started {len(started)}, ended {len(ended)}, stored {stored} at the kill; "
+        f"the re-run made {len(recomputed)} calls"
+    )
     assert len(started) + len(recomputed) <= 200 + (len(started) - stored)
 
 

@@ -62,6 +62,10 @@ def test_a_killed_driver_resumes_without_repeating_a_stored_call(ray_cluster, s3
     assert done.stdout.strip().splitlines()[-1] == f'{{"sum": {TOTAL}}}'
     recomputed = _marks(marks, "start")
     assert len(recomputed) == len(set(recomputed)) == 200 - stored  # no stored call again
+    print(  # with -s: what the kill left and what the re-run made
+        f"started {len(started)}, ended {len(ended)}, stored {stored} at the kill; "
+        f"the re-run made {len(recomputed)} calls"
+    )
     assert len(started) + len(recomputed) <= 200 + (len(started) - stored)
 
 

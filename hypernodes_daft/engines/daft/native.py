@@ -22,8 +22,9 @@ A node runs natively when all of this holds (else it stays a Python function, an
   raises on none of them (a division by zero, a null into arithmetic: Python fails the
   row, Daft would not).
 Verification covers what it sees: an int64 result that overflows beyond the sampled range
-wraps in Daft where Python's int would not fit its column either; `native=False` keeps a
-node whose values may grow so.
+wraps in Daft where Python's int would not fit its column either, and a null first seen
+after the sample gives null where Python fails the row; `native=False` keeps such a node
+in Python.
 """
 
 from __future__ import annotations
