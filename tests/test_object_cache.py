@@ -198,7 +198,13 @@ def test_a_writer_killed_mid_put_leaves_no_entry_a_reader_accepts(tmp_path, s3_u
         [sys.executable, "-c", WRITER, location], stdout=subprocess.PIPE, text=True
     )
     assert writer.stdout.readline() == "writing\n"
-    time.sleep(1.0)  # pickling and sending 400 MB: still at it
+    if where == "local":  # killed once its bytes are going into the temporary file
+        deadline = time.monotonic() + 60
+        while not list(Path(location).glob("*/.*.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert writer.poll() is None, "the put finished before it could be killed"
+    else:
+        time.sleep(1.0)  # sending 400 MB to the server takes about 10 s here
     writer.send_signal(signal.SIGKILL)
     writer.wait()
     cache = DiskCache(location)
