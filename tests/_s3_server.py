@@ -12,6 +12,7 @@ benchmarks/cache.py: moto's server mode, in a subprocess (its own GIL).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -38,7 +39,11 @@ class S3Server:
             env["INITIAL_NO_AUTH_ACTION_COUNT"] = "1"
         command = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
         process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         server = cls(process, f"http://{HOST}:{port}")
         server._wait(timeout)
@@ -92,6 +97,15 @@ class S3Server:
                 time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"the S3 server did not answer on {self.url} within {timeout} s")
+
+
+def _die_with_parent() -> None:
+    """In the child, on Linux: the kernel stops the server when its parent dies, even by
+    SIGKILL, so no server outlives the session or script that started it."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _free_port() -> int:
