@@ -420,3 +420,23 @@ def test_metrics_without_a_cache_report_none():
     metrics = MetricsCallback()
     Pipeline(nodes=[double], callbacks=[metrics]).map(inputs={"x": [1, 2]}, map_over="x")
     assert metrics.cache_summary() is None and "\ncache " not in metrics.table()
+
+
+@node(output_name="y")
+def fails_on_odd(x: int) -> int:
+    CALLS.append(x)
+    if x % 2:
+        raise ValueError(f"{x} is odd")
+    return 2 * x
+
+
+@pytest.mark.parametrize("engine", ["async", "daft"])
+def test_failed_rows_store_nothing_and_the_others_stay_stored(s3_url, engine):
+    pipeline = Pipeline(nodes=[fails_on_odd])
+    run = ENGINES[engine](DiskCache(s3_url))
+    first = pipeline.map({"x": list(range(10))}, map_over="x", engine=run, on_error="collect")
+    assert len(first.errors) == 5 and len(DiskCache(s3_url)) == 5  # the even rows only
+    CALLS.clear()
+    again = pipeline.map({"x": list(range(10))}, map_over="x", engine=run, on_error="collect")
+    assert sorted(CALLS) == [1, 3, 5, 7, 9]  # only the failed rows are called again
+    assert list(again) == list(first)
