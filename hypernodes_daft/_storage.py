@@ -191,7 +191,8 @@ class ObjectStore:
         try:
             info = self.filesystem.get_file_info(self.bucket)
         except OSError as error:
-            raise CacheUnavailable(f"DiskCache({self.location!r}): {_cause(error)}") from None
+            cause = storage_cause(error)
+            raise CacheUnavailable(f"DiskCache({self.location!r}): {cause}") from None
         if info.type == pafs.FileType.NotFound:
             raise CacheUnavailable(
                 f"DiskCache({self.location!r}): the bucket {self.bucket!r} does not exist"
@@ -232,7 +233,7 @@ def _filesystem(url: str, scheme: str, options: dict[str, Any]) -> Any:
     return type(filesystem)(**options) if options else filesystem
 
 
-def _cause(error: OSError) -> str:
+def storage_cause(error: Exception) -> str:
     """pyarrow's message, without the request details after the first sentence."""
     text = str(error).strip()
     for marker in ("; Details:", "Detail:"):

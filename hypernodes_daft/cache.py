@@ -34,7 +34,7 @@ from typing import Any
 import cloudpickle
 
 from ._hashing import hash_code
-from ._storage import SUFFIX, Blob, CacheUnavailable, open_store
+from ._storage import SUFFIX, Blob, CacheUnavailable, open_store, storage_cause
 from .resources import format_bytes, parse_memory
 
 __all__ = ["CacheInfo", "CacheUnavailable", "DiskCache", "MemoryCache", "call_key", "hash_value"]
@@ -169,7 +169,7 @@ class DiskCache:
             _warn_once(
                 self.location,
                 f"DiskCache({self.location!r}): an entry was not stored "
-                f"({type(error).__name__}: {_storage_cause(error)}); results are kept, "
+                f"({type(error).__name__}: {storage_cause(error)}); results are kept, "
                 "later failures are not reported",
             )
         finally:
@@ -320,10 +320,6 @@ def _warn_once(location: str, message: str) -> None:
     if location not in _warned_caches:
         _warned_caches.add(location)
         warnings.warn(message, stacklevel=3)
-
-
-def _storage_cause(error: Exception) -> str:
-    return str(error).split("; Details:")[0].split("Detail:")[0].strip()
 
 
 def _over(blobs: list[Blob], bound: int) -> list[Blob]:

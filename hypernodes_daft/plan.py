@@ -67,6 +67,12 @@ class Step:
             return self.nested.item.is_async
         return bool(getattr(self.node, "is_async", False))
 
+    @property
+    def positional(self) -> bool:
+        """Its args are its node's first parameters, in order: the function can take them
+        positionally (else by name: keyword-only parameters, a skipped default)."""
+        return self.args == tuple(self.node.root_args[: len(self.args)])
+
     def __str__(self) -> str:
         return f"{self.label}({', '.join(self.args)}) -> [{', '.join(self.outputs)}]"
 

@@ -87,8 +87,7 @@ class ColumnCall:
         # the async bound is the AsyncNode's (per batch), unless `slots` bound each attempt
         twin = step.options.arrow_function  # a DualNode's batch function runs here
         func = self.node.resilient(twin, limit=slots, on_retry=self._retry)
-        positional = step.args == tuple(step.node.root_args[: len(step.args)])
-        self.func: Callable[..., Any] = func if positional else _by_name(func, step.args)
+        self.func: Callable[..., Any] = func if step.positional else _by_name(func, step.args)
         # a sync node given its own bound does I/O: its rows run on that many threads
         bound = step.options.max_concurrency
         if isinstance(bound, SharedLimit):

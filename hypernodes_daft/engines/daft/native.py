@@ -172,31 +172,28 @@ def _expression(value: Any) -> daft.Expression:
     return value.expr if isinstance(value, Traced) else daft.lit(value)
 
 
-def _least(*values: Any) -> Any:
-    """`min` of the traced arguments: the first of the smallest, as Python picks it."""
-    if len(values) < 2:
-        raise Untraceable("min() of one iterable")
-    best = values[0]
-    for value in values[1:]:
-        best = _pick(_expression(value) < _expression(best), value, best)
-    return best
+def _extreme(name: str, better: Callable[[Any, Any], Any]) -> Callable[..., Traced]:
+    """`min` or `max` of traced arguments: the first of the best, as Python picks it."""
+
+    def pick(*values: Any) -> Traced:
+        if len(values) < 2:
+            raise Untraceable(f"{name}() of one iterable")
+        best = values[0]
+        for value in values[1:]:
+            wins = better(_expression(value), _expression(best))
+            chosen = daft.functions.when(wins, _expression(value))
+            best = Traced(chosen.otherwise(_expression(best)))
+        return best
+
+    return pick
 
 
-def _greatest(*values: Any) -> Any:
-    if len(values) < 2:
-        raise Untraceable("max() of one iterable")
-    best = values[0]
-    for value in values[1:]:
-        best = _pick(_expression(value) > _expression(best), value, best)
-    return best
-
-
-def _pick(condition: daft.Expression, then: Any, otherwise: Any) -> Traced:
-    chosen = daft.functions.when(condition, _expression(then)).otherwise(_expression(otherwise))
-    return Traced(chosen)
-
-
-_BUILTINS = {"abs": abs, "round": round, "min": _least, "max": _greatest}
+_BUILTINS = {
+    "abs": abs,
+    "round": round,
+    "min": _extreme("min", lambda a, b: a < b),
+    "max": _extreme("max", lambda a, b: a > b),
+}
 
 
 # -- which bodies can be traced ----------------------------------------------------------------
@@ -389,7 +386,7 @@ class Check:
         dtype: DataType,
     ) -> Check:
         func = step.node.func
-        by_name = step.args != tuple(step.node.root_args[: len(step.args)])
+        by_name = not step.positional
 
         def traced(column: Callable[[str], daft.Expression]) -> daft.Expression:
             stand_ins = {
