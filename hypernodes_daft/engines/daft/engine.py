@@ -255,8 +255,8 @@ class DaftEngine:
         """The map as a lazy frame: the `kept` input columns and the outputs. None keeps
         every input column, for a frame the caller gets or writes: then the rows failed
         under on_error "skip" are left out, as `map` leaves them out."""
-        source = self._source(plan, inputs)
-        frame = self._split(source, inputs, plan, execution.setup.cluster)
+        source, by_file = self._source(plan, inputs)
+        frame = self._split(source, by_file, execution.setup.cluster)
         for_caller = kept is None
         if kept is None:
             kept = tuple(c for c in frame.column_names if c not in plan.item.outputs)
@@ -272,18 +272,18 @@ class DaftEngine:
             frame = frame.where(col(ERROR).is_null() | (col(ERROR)["on_error"] != "skip"))
         return frame
 
-    def _source(self, plan: MapPlan, inputs: dict[str, Any]) -> daft.DataFrame:
-        """The mapped inputs as the columns of a frame, one row per item."""
+    def _source(self, plan: MapPlan, inputs: dict[str, Any]) -> tuple[daft.DataFrame, bool]:
+        """The mapped inputs as the columns of a frame, one row per item; and whether the
+        frame is a dataset's, read by file."""
         dataset = dataset_of(inputs, plan.map_over, "DaftEngine")
         if dataset is not None and plan.map_mode == "zip":  # every column stays, e.g. ids
             renamed = {n: col(inputs[n].name) for n in plan.map_over if inputs[n].name != n}
-            return dataset.frame.with_columns(renamed) if renamed else dataset.frame
+            return (dataset.frame.with_columns(renamed) if renamed else dataset.frame), True
         columns = _item_columns(inputs, plan)
-        return daft.from_pydict({n: input_column(values) for n, values in columns.items()})
+        frame = daft.from_pydict({n: input_column(values) for n, values in columns.items()})
+        return frame, False
 
-    def _split(
-        self, frame: daft.DataFrame, inputs: dict[str, Any], plan: MapPlan, cluster: Cluster
-    ) -> daft.DataFrame:
+    def _split(self, frame: daft.DataFrame, by_file: bool, cluster: Cluster) -> daft.DataFrame:
         """The source split for Ray: as asked, else a list in twice the cluster's CPUs (one
         partition would use one CPU; a dataset keeps Daft's split by file). The native
         runner streams batches and needs no split."""
@@ -291,9 +291,7 @@ class DaftEngine:
             return frame
         if self.partitions:
             return frame.into_partitions(self.partitions)
-        if dataset_of(inputs, plan.map_over, "DaftEngine") is None or plan.map_mode != "zip":
-            return frame.into_partitions(cluster.partitions())
-        return frame
+        return frame if by_file else frame.into_partitions(cluster.partitions())
 
     def _outputs(
         self,
