@@ -102,6 +102,8 @@ class NodeOptions:
             raise ValueError(f"{owner}: rate_limit must be > 0 calls/s")
         if self.on_error is not None:
             check_on_error(self.on_error, owner)
+        if not isinstance(self.native, bool):
+            raise ValueError(f"{owner}: native must be True or False, got {self.native!r}")
         _positive_or_none(self.batch_size, "batch_size", owner)
         if self.batch_delay < 0:
             raise ValueError(f"{owner}: batch_delay must be >= 0 seconds")

@@ -208,6 +208,16 @@ def test_a_null_in_the_sample_keeps_arithmetic_in_python_where_it_fails_the_row(
     assert native.errors[0].error_type == python.errors[0].error_type == "TypeError"
 
 
+def test_a_native_switch_that_is_not_a_bool_is_an_error_naming_it():
+    def half(x: int) -> float:
+        return x / 2
+
+    with pytest.raises(ValueError, match="node 'half': native must be True or False, got 'no'"):
+        node(output_name="halved", native="no")(half)
+    with pytest.raises(ValueError, match="DaftEngine: native must be True or False, got 0"):
+        DaftEngine(native=0)
+
+
 def test_the_engine_switch_turns_tracing_off():
     pipeline = Pipeline(nodes=[add_one, double])
     lazy = pipeline.map({"x": [1]}, map_over="x", engine=DaftEngine(collect=False, native=False))

@@ -79,6 +79,8 @@ class DaftEngine:
             raise ValueError(f"DaftEngine: partitions must be >= 1, got {partitions}")
         if max_concurrency < 1:
             raise ValueError(f"DaftEngine: max_concurrency must be >= 1, got {max_concurrency}")
+        if not isinstance(native, bool):
+            raise ValueError(f"DaftEngine: native must be True or False, got {native!r}")
         self.collect = collect
         self.runner = runner
         self.address = address
