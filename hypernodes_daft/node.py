@@ -147,7 +147,7 @@ def node(output_name: OutputName | Callable[..., Any] | None = None, **options: 
     Without `output_name` the function's name is the output name. The other keyword
     arguments are `NodeOptions` (cache, batch, max_concurrency, retries, backoff, retry_on,
     timeout, breaker, rate_limit, on_error, batch_size, batch_delay, cpus, gpus, memory,
-    resources, native): see its docstring.
+    resources, native, priority, cost_per_call): see its docstring.
 
         @node(output_name=("quotient", "remainder"), retries=3)
         def divide(a: int, b: int) -> tuple[int, int]:

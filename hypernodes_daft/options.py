@@ -61,6 +61,10 @@ class NodeOptions:
       the local engines run at most as many calls at once as this machine holds.
     - `native`: DaftEngine may run the node's body as Daft expressions when it can and
       they give Python's results (engines/daft/native.py); False keeps it in Python.
+    - `priority`: who goes first when calls wait for a slot (`max_concurrency`, a shared
+      limit, `rate_limit`): higher first, added to the map item's priority; equal
+      priorities keep arrival order (runtime/priority.py).
+    - `cost_per_call`: money one call costs (e.g. 0.002 dollars), for `Pipeline.estimate`.
     """
 
     cache: bool = True
@@ -81,6 +85,8 @@ class NodeOptions:
     memory: int | str | None = None
     resources: dict[str, float] | None = None
     native: bool = True
+    priority: float = 0
+    cost_per_call: float | None = None
 
     @property
     def request(self) -> Resources:
@@ -104,6 +110,16 @@ class NodeOptions:
             check_on_error(self.on_error, owner)
         if not isinstance(self.native, bool):
             raise ValueError(f"{owner}: native must be True or False, got {self.native!r}")
+        if isinstance(self.priority, bool) or not isinstance(self.priority, (int, float)):
+            raise ValueError(f"{owner}: priority must be a number, got {self.priority!r}")
+        if self.cost_per_call is not None and (
+            isinstance(self.cost_per_call, bool)
+            or not isinstance(self.cost_per_call, (int, float))
+            or self.cost_per_call < 0
+        ):
+            raise ValueError(
+                f"{owner}: cost_per_call must be a number >= 0, got {self.cost_per_call!r}"
+            )
         _positive_or_none(self.batch_size, "batch_size", owner)
         if self.batch_delay < 0:
             raise ValueError(f"{owner}: batch_delay must be >= 0 seconds")
