@@ -16,7 +16,7 @@ pipeline.run(inputs={"x": 5}, output_name="doubled")  # only `double` runs
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .dataset import Column, as_inputs, materialize
@@ -35,6 +35,7 @@ from .plan import (
     requested_outputs,
 )
 from .results import MapResults, check_on_error, skipped
+from .runtime.cancel import cancellable, check_deadline
 from .runtime.dispatch import callback_list
 
 if TYPE_CHECKING:  # the contract only: importing pipeline.py loads no engine
@@ -90,7 +91,8 @@ class Pipeline:
         With on_error "skip" or "collect", a failure returns `{"_error": ErrorRecord}`."""
         values = self._merged(inputs)
         plan = self._plan(frozenset(values), output_name)
-        return (engine or self.engine).run(plan, values, **self._options(on_error))
+        with cancellable():  # Ctrl-C or SIGTERM: in-flight async calls are cancelled
+            return (engine or self.engine).run(plan, values, **self._options(on_error))
 
     def map(
         self,
@@ -100,6 +102,7 @@ class Pipeline:
         output_name: str | list[str] | None = None,
         engine: Engine | None = None,
         on_error: str = "raise",
+        deadline: float | None = None,
     ) -> MapResults:
         """Run the pipeline once per item of the `map_over` lists; one dict per item, in order.
 
@@ -112,10 +115,17 @@ class Pipeline:
         "raise" stops the map; "collect" records the failure as the item's result
         (`{"_error": ErrorRecord}`) and goes on; "skip" leaves the item out. The results
         list the failures (`.errors`) and re-run them (`.retry()`): see results.py.
+
+        Ctrl-C, SIGTERM or `deadline` (seconds for the whole map) stop the map and keep
+        what finished: in the cache, and under "collect" in the results, where each item
+        not finished is a `Cancelled` record (`.cancelled`; `.retry()` runs them).
+        Otherwise the interrupt is raised (KeyboardInterrupt, `DeadlineExceeded`) once the
+        map has stopped. See runtime/cancel.py.
         """
         call = self._map_call(inputs, map_over, map_mode, output_name, engine)
         engine, plan, values = call
-        results = engine.map(plan, values, **self._options(on_error))
+        with cancellable(check_deadline(deadline, f"pipeline '{self.label}'")):
+            results = engine.map(plan, values, **self._options(on_error))
         return self._map_results(results, call, output_name, on_error)
 
     def iter_map(
@@ -126,6 +136,7 @@ class Pipeline:
         output_name: str | list[str] | None = None,
         engine: Engine | None = None,
         on_error: str = "raise",
+        deadline: float | None = None,
     ) -> Iterator[tuple[int, dict[str, Any]]]:
         """`map`, streamed: `(index, outputs)` per item as soon as it is done, without
         holding every result (a million-item stream stays in bounded memory). Sequential
@@ -138,7 +149,9 @@ class Pipeline:
                 save(index, outputs)
         """
         engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        return _without_skipped(engine.iter_map(plan, values, **self._options(on_error)))
+        options = self._options(on_error)
+        limit = check_deadline(deadline, f"pipeline '{self.label}'")
+        return _without_skipped(_scoped(lambda: engine.iter_map(plan, values, **options), limit))
 
     def aiter_map(
         self,
@@ -148,10 +161,14 @@ class Pipeline:
         output_name: str | list[str] | None = None,
         engine: Engine | None = None,
         on_error: str = "raise",
+        deadline: float | None = None,
     ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
         """`iter_map` for async code: `async for index, outputs in pipeline.aiter_map(...)`."""
         engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        return _awithout_skipped(engine.aiter_map(plan, values, **self._options(on_error)))
+        options = self._options(on_error)
+        limit = check_deadline(deadline, f"pipeline '{self.label}'")
+        stream = _ascoped(lambda: engine.aiter_map(plan, values, **options), limit)
+        return _awithout_skipped(stream)
 
     async def arun(
         self,
@@ -163,7 +180,8 @@ class Pipeline:
         """`run` for async code: `await pipeline.arun(inputs={...})`."""
         values = self._merged(inputs)
         plan = self._plan(frozenset(values), output_name)
-        return await (engine or self.engine).arun(plan, values, **self._options(on_error))
+        with cancellable():
+            return await (engine or self.engine).arun(plan, values, **self._options(on_error))
 
     async def amap(
         self,
@@ -173,11 +191,15 @@ class Pipeline:
         output_name: str | list[str] | None = None,
         engine: Engine | None = None,
         on_error: str = "raise",
+        deadline: float | None = None,
     ) -> MapResults:
-        """`map` for async code: `await pipeline.amap(inputs={...}, map_over="x")`."""
+        """`map` for async code: `await pipeline.amap(inputs={...}, map_over="x")`. If the
+        task awaiting it is cancelled, the items in flight are cancelled (their `finally`
+        blocks run) and CancelledError goes on: what finished is in the cache."""
         call = self._map_call(inputs, map_over, map_mode, output_name, engine)
         engine, plan, values = call
-        results = await engine.amap(plan, values, **self._options(on_error))
+        with cancellable(check_deadline(deadline, f"pipeline '{self.label}'")):
+            results = await engine.amap(plan, values, **self._options(on_error))
         return self._map_results(results, call, output_name, on_error)
 
     def write_parquet(
@@ -199,7 +221,8 @@ class Pipeline:
             files = pipeline.write_parquet(read_parquet("in/*.parquet"), "out/", map_over="text")
         """
         engine, plan, values = self._map_call(inputs, map_over, "zip", output_name, engine)
-        return engine.write_parquet(plan, values, path, **self._options(on_error), **options)
+        with cancellable():
+            return engine.write_parquet(plan, values, path, **self._options(on_error), **options)
 
     def plan(
         self,
@@ -439,6 +462,18 @@ class _MapSource:
             engine=self.engine,
             on_error=self.on_error,
         )
+
+
+def _scoped(make: Callable[[], Iterator[Any]], deadline: float | None) -> Iterator[Any]:
+    """The stream `make()` gives, made and consumed inside one cancellable scope."""
+    with cancellable(deadline):
+        yield from make()
+
+
+async def _ascoped(make: Callable[[], AsyncIterator[Any]], deadline: float | None) -> Any:
+    with cancellable(deadline):
+        async for entry in make():
+            yield entry
 
 
 def _without_skipped(stream: Iterator[Any]) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -68,6 +68,22 @@ class ErrorRecord:
         return f"{where}node '{self.path}' raised {self.error_type}: {self.message}"
 
 
+@dataclass(frozen=True)
+class Cancelled(ErrorRecord):
+    """An item that did not finish because its run was cancelled (Ctrl-C, SIGTERM, a
+    `deadline`): not a failure. `node` is where it stopped ("" if it had not started),
+    `message` why. `MapResults.cancelled` lists them, `retry()` runs them again."""
+
+    @classmethod
+    def of(  # type: ignore[override]
+        cls, index: int | None, message: str, node: str = ""
+    ) -> Cancelled:
+        return cls(index, node, node, CANCELLED, message, 0, "", "collect")
+
+
+CANCELLED = Cancelled.__name__  # the error_type of a cancelled row in an `_error` column
+
+
 def error_arrow_type() -> Any:
     """The Arrow type of an ErrorRecord as a struct value (`as_row`): the `_error` column
     of the frames and Parquet files every engine writes."""
@@ -97,8 +113,10 @@ def failed_outputs(error: ExecutionError, index: int | None) -> dict[str, ErrorR
 
 
 def record_from_row(row: dict[str, Any], index: int | None) -> ErrorRecord:
-    """An ErrorRecord from its struct value (`as_row`), for map item `index`."""
-    return ErrorRecord(index=index, **{name: row[name] for name in RECORD_FIELDS})
+    """An ErrorRecord (a Cancelled one for a cancelled row) from its struct value
+    (`as_row`), for map item `index`."""
+    kind = Cancelled if row["error_type"] == CANCELLED else ErrorRecord
+    return kind(index=index, **{name: row[name] for name in RECORD_FIELDS})
 
 
 def error_of(outputs: Any) -> ErrorRecord | None:
@@ -122,10 +140,12 @@ class MapResults(list):  # type: ignore[type-arg]
     failures. Without failures it is just that list (`==` compares as a list).
 
     - `errors`: an ErrorRecord per failed item (with "skip", those items are not in the list)
+    - `cancelled`: a `Cancelled` record per item a cancelled run did not finish (they
+      stay in the list, as `{"_error": Cancelled(...)}`; they are not `errors`)
     - `ok`: the outputs of the items that succeeded
-    - `failed_inputs()`: the map inputs of the failed items only (zip mode)
-    - `retry()`: re-run the failed items with the same pipeline, engine and options, and
-      return these results with the retried items replaced by their new outcome
+    - `failed_inputs()`: the map inputs of the failed and cancelled items (zip mode)
+    - `retry()`: re-run the failed and cancelled items with the same pipeline, engine and
+      options, and return these results with those items replaced by their new outcome
     """
 
     def __init__(
@@ -134,7 +154,9 @@ class MapResults(list):  # type: ignore[type-arg]
         source: MapSource | None = None,
     ):
         entries = list(items)
-        self.errors: list[ErrorRecord] = [r for r in map(error_of, entries) if r is not None]
+        records = [r for r in map(error_of, entries) if r is not None]
+        self.errors: list[ErrorRecord] = [r for r in records if not isinstance(r, Cancelled)]
+        self.cancelled: list[Cancelled] = [r for r in records if isinstance(r, Cancelled)]
         super().__init__(e for e in entries if not skipped(e))
         self._entries = entries  # every item, failed ones as error dicts
         self._source = source
@@ -151,8 +173,8 @@ class MapResults(list):  # type: ignore[type-arg]
         return self._source.inputs_of(self._failed())
 
     def retry(self) -> MapResults:
-        """Run the failed items again (e.g. once a service is back); the items that
-        succeed now replace their error records."""
+        """Run the failed and cancelled items again (e.g. once a service is back); the
+        items that succeed now replace their records."""
         failed = self._failed()
         if not failed or self._source is None:
             return self

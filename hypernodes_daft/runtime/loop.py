@@ -11,6 +11,8 @@ import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
+from .cancel import GRACE
+
 T = TypeVar("T")
 
 _lock = threading.Lock()
@@ -44,7 +46,22 @@ def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
     if threading.current_thread() is _thread:
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             return pool.submit(asyncio.run, coro).result()
-    return asyncio.run_coroutine_threadsafe(coro, loop).result()
+    ended = threading.Event()
+    future = asyncio.run_coroutine_threadsafe(_signalling(coro, ended), loop)
+    try:
+        return future.result()
+    except BaseException:  # KeyboardInterrupt while waiting: stop the coroutine too
+        future.cancel()
+        ended.wait(GRACE)  # its `finally` blocks run before the caller goes on
+        raise
+
+
+async def _signalling(coro: Coroutine[Any, Any, T], ended: threading.Event) -> T:
+    """`coro`, setting `ended` when it is over, cancelled or not."""
+    try:
+        return await coro
+    finally:
+        ended.set()
 
 
 async def stream_in_thread(stream: Iterator[T]) -> AsyncIterator[T]:

@@ -31,6 +31,7 @@ from ..cache import key_or_none
 from ..exceptions import ExecutionError, summarize_inputs, wrap_error
 from ..plan import Step
 from .arrow_calls import one_row
+from .cancel import RunCancelled, raise_if_cancelled
 from .context import NodeContext, node_frame
 from .events import Events
 from .grouping import grouper_for
@@ -300,12 +301,15 @@ class NodeCall:
 
     def __call__(self, values: Values) -> None:
         # current_node() finds this frame on the stack (context.node_frame): nothing to set
+        raise_if_cancelled()
         if not self.observed:
             try:
                 result = self.func(**self._arguments(values))
                 if self.is_async:
                     result = run_coroutine(result)
                 self._write(values, result)
+            except RunCancelled:  # a run inside the node was cancelled with this one
+                raise
             except Exception as error:
                 raise self.node.failure(error, self._given(values)) from error
             return
@@ -321,6 +325,8 @@ class NodeCall:
                 if self.is_async:
                     result = run_coroutine(result)
                 self._write(values, node.end(key, result))
+            except RunCancelled:
+                raise
             except Exception as error:
                 node.abandon(key, error)
                 raise node.failure(error, self._given(values)) from error
@@ -331,12 +337,15 @@ class NodeCall:
     async def acall(self, values: Values) -> None:
         """Call from a coroutine, awaiting an async node natively. (The async executor runs
         sync nodes off the loop itself, in worker threads.)"""
+        raise_if_cancelled()
         if not self.observed:
             try:
                 result = self.func(**self._arguments(values))
                 if self.is_async:
                     result = await result
                 self._write(values, result)
+            except RunCancelled:
+                raise
             except Exception as error:
                 raise self.node.failure(error, self._given(values)) from error
             return
@@ -354,6 +363,8 @@ class NodeCall:
                 if self.is_async:
                     result = await result
                 self._write(values, await node.aend(key, result))
+            except RunCancelled:
+                raise
             except Exception as error:
                 node.abandon(key, error)
                 raise node.failure(error, self._given(values)) from error

@@ -17,6 +17,7 @@ from typing import Any
 
 from ...exceptions import ExecutionError
 from ...plan import RunPlan, iter_items
+from ...runtime import cancel
 from ...runtime.context import CURRENT, Where, current_item, in_branch, item_frame
 from ...runtime.items import aitem_runner, node_calls, settled
 from ...runtime.node_call import NO_SERVICES, NodeCall, Services, Values
@@ -88,7 +89,9 @@ def compile_arun(
         return compile_arun(inner, concurrent_nodes, threads, max_concurrency, inner_services)
 
     async def map_inner(run_item: ARunItem, inputs: Values, *spec: Any) -> list[Values]:
-        return await amap_items(run_item, inputs, *spec, max_concurrency=max_concurrency)
+        results = await amap_items(run_item, inputs, *spec, max_concurrency=max_concurrency)
+        cancel.raise_if_cancelled()  # a nested map stopped part-way fails its outer item
+        return results
 
     calls = node_calls(plan, compile_inner, map_inner, services)
     if concurrent_nodes:
@@ -168,12 +171,15 @@ async def amap_items(
     """Run every item with at most `max_concurrency` in flight; results in input order.
 
     `max_concurrency` worker coroutines pull items from one iterator, so a million-item map
-    holds a million results but never a million pending tasks.
+    holds a million results but never a million pending tasks. If the run is cancelled,
+    the items in flight are cancelled (their `finally` blocks run) and those not finished
+    are None in the results (`cancel.unfinished` makes them records).
     """
     if n_items == 0:
         return []
+    token = cancel.current()
     if n_items <= max_concurrency:  # all at once: one task per item, as gather would
-        return await _all_at_once(arun_item, iter_items(inputs, map_over, map_mode))
+        return await _all_at_once(arun_item, iter_items(inputs, map_over, map_mode), token)
     items = enumerate(iter_items(inputs, map_over, map_mode))
     results: list[Any] = [None] * n_items
 
@@ -183,25 +189,55 @@ async def amap_items(
                 results[index] = await arun_item(item, index)
             except ExecutionError as error:
                 raise error.located(index) from error.original
+            if token is not None and token.cancelled:
+                return
 
     tasks = [asyncio.ensure_future(worker()) for _ in range(max_concurrency)]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
+    await _settled(tasks, token)
     return results
 
 
-async def _all_at_once(arun_item: ARunItem, items: Iterator[Values]) -> list[Values]:
+async def _all_at_once(
+    arun_item: ARunItem, items: Iterator[Values], token: cancel.Cancel | None
+) -> list[Values]:
     """One task per item and no wrapper coroutine: the per-item cost of plain gather."""
     tasks = [asyncio.ensure_future(arun_item(item, index)) for index, item in enumerate(items)]
     try:
-        return await asyncio.gather(*tasks)
+        await _settled(tasks, token)
     except ExecutionError as error:
         failed = (i for i, t in enumerate(tasks) if t.done() and not t.cancelled())
         index = next(i for i in failed if tasks[i].exception() is error)
         raise error.located(index) from error.original
+    return [_result(task) for task in tasks]
+
+
+async def _settled(tasks: list[asyncio.Future[Any]], token: cancel.Cancel | None) -> None:
+    """Await `tasks`; the first failure is raised once the others are cancelled and over.
+    A cancelled run cancels them too, and returns (what finished is in their results)."""
+    loop = asyncio.get_running_loop()
+    stop = (lambda: None) if token is None else token.on_cancel(
+        lambda: loop.call_soon_threadsafe(_cancel_all, tasks)
+    )
+    try:
+        await asyncio.gather(*tasks)
+    except (asyncio.CancelledError, cancel.RunCancelled):
+        if token is None or not token.cancelled:
+            raise
     finally:
-        for task in tasks:
-            task.cancel()
+        stop()
+        _cancel_all(tasks)
+        # their `finally` blocks run before the map returns (a sync call in a thread is
+        # not waited for beyond the grace period)
+        await asyncio.wait(tasks, timeout=cancel.GRACE)
+
+
+def _cancel_all(tasks: list[asyncio.Future[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+
+
+def _result(task: asyncio.Future[Any]) -> Any:
+    """A finished item's outputs; None for one cancelled or stopped."""
+    if not task.done() or task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()

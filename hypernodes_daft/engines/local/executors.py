@@ -14,6 +14,7 @@ on first use: "node", "map" or "io") and the compiled-runner cache (`keep`).
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
@@ -21,15 +22,16 @@ from typing import Any
 import loky
 
 from ...plan import MapPlan, RunPlan
+from ...runtime import cancel
 from ...runtime.events import aobserved_stream, observed_map, observed_stream
-from ...runtime.items import RunItem, compile_run, map_items, stream_items
+from ...runtime.items import RunItem, compile_run, stream_items
 from ...runtime.loop import run_coroutine, stream_in_thread
 from ...runtime.node_call import Services, Values
 from ...stateful import request_of
 from .asynchronous import ARunItem, amap_items, compile_arun
-from .parallel import iter_parallel, map_parallel
+from .parallel import iter_parallel
 from .streaming import Streamed, astream_items, stream_from_loop, stream_threaded
-from .threaded import compile_threaded, map_threaded
+from .threaded import compile_threaded
 
 Compile = Callable[[RunPlan, Services], Any]
 # the engine's cache of compiled runners: keep(kind, plan, services, compile) -> runner
@@ -121,6 +123,7 @@ class SequentialMap:
     name = "sequential"
     # items of one map run at once in this process, so batch_size nodes group their calls
     concurrent_items = False
+    runs_in_caller = True  # the items run in the calling thread
 
     def __init__(self, nodes: SequentialNodes, pool: Pool, workers: int, max_concurrency: int):
         self.nodes = nodes
@@ -130,10 +133,11 @@ class SequentialMap:
 
     def map(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
         with observed_map(services.events, plan.n_items):
-            return self._map(plan, inputs, services)
+            return cancel.collected(self._settled(plan, inputs, services), plan.n_items)
 
     def iter_map(self, plan: MapPlan, inputs: Values, services: Services) -> Iterator[Streamed]:
-        return observed_stream(self._stream(plan, inputs, services), services.events, plan.n_items)
+        stream = self._settled(plan, inputs, services)
+        return observed_stream(stream, services.events, plan.n_items)
 
     async def amap(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
         return await asyncio.to_thread(self.map, plan, inputs, services)
@@ -147,9 +151,15 @@ class SequentialMap:
         """The pool of the "map" role, when the engine was not given one."""
         return ThreadPoolExecutor(size or self.workers, thread_name_prefix="hypernodes-map")
 
-    def _map(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
-        run_item = self.nodes.runner(plan.item, services)
-        return map_items(run_item, inputs, plan.map_over, plan.map_mode)
+    def _settled(self, plan: MapPlan, inputs: Values, services: Services) -> Iterator[Streamed]:
+        """The items' stream; if the run is cancelled, it ends with the unfinished items'
+        records (or raises the interrupt: cancel.settled_stream)."""
+        token = cancel.current()
+        if token is not None and self.runs_in_caller:
+            # Ctrl-C interrupts the node running in the main thread
+            token.interrupt_main = threading.current_thread() is threading.main_thread()
+        stream = self._stream(plan, inputs, services)
+        return cancel.settled_stream(stream, plan.n_items, token, services.on_error)
 
     def _stream(self, plan: MapPlan, inputs: Values, services: Services) -> Iterator[Streamed]:
         run_item = self.nodes.runner(plan.item, services)
@@ -161,6 +171,7 @@ class ThreadedMap(SequentialMap):
 
     name = "threaded"
     concurrent_items = True
+    runs_in_caller = False
     _MIN_WINDOW = 256
 
     def __init__(self, nodes: SequentialNodes, pool: Pool, workers: int, max_concurrency: int):
@@ -169,11 +180,6 @@ class ThreadedMap(SequentialMap):
         # costs tens of microseconds), few enough that a long map holds a window of
         # futures, not one per item.
         self.window = max(self._MIN_WINDOW, 4 * workers)
-
-    def _map(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
-        run_item = self.nodes.runner(plan.item, services)
-        spec = (inputs, plan.map_over, plan.map_mode)
-        return map_threaded(self.pool("map"), run_item, *spec, self.window, plan.n_items or 0)
 
     def _stream(self, plan: MapPlan, inputs: Values, services: Services) -> Iterator[Streamed]:
         run_item = self.nodes.runner(plan.item, services)
@@ -186,14 +192,12 @@ class ParallelMap(SequentialMap):
     process runs the nodes of its items sequentially."""
 
     name = "parallel"
+    runs_in_caller = False
 
     def new_pool(self, size: int | None = None) -> Executor:
         # loky, not multiprocessing: its workers are fresh interpreters (no fork of a process
         # running threads) that never import the user's __main__, so no main guard is needed
         return loky.ProcessPoolExecutor(size or self.workers)
-
-    def _map(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
-        return map_parallel(*self._pools_for(inputs), plan, inputs, services)
 
     def _stream(self, plan: MapPlan, inputs: Values, services: Services) -> Iterator[Streamed]:
         return iter_parallel(*self._pools_for(inputs), plan, inputs, services)
@@ -215,15 +219,41 @@ class AsyncMap(SequentialMap):
 
     name = "async"
     concurrent_items = True
+    runs_in_caller = False
+
+    # The run's token goes along explicitly: the background loop's tasks do not see the
+    # caller's context. A cancelled run's interrupt is raised in the caller's thread, never
+    # on the background loop (a KeyboardInterrupt there would stop the loop's thread).
 
     def map(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
-        return run_coroutine(self.amap(plan, inputs, services))
+        token = cancel.current()
+        results = run_coroutine(self._amap(plan, inputs, services, token))
+        return cancel.unfinished(results, token, services.on_error)
 
     def iter_map(self, plan: MapPlan, inputs: Values, services: Services) -> Iterator[Streamed]:
-        return stream_from_loop(self.aiter_map(plan, inputs, services))
+        token = cancel.current()
+        stream = stream_from_loop(self._aiter_map(plan, inputs, services, token))
+        settled = cancel.settled_stream(stream, plan.n_items, token, services.on_error)
+        return observed_stream(settled, services.events, plan.n_items)
 
     async def amap(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
-        with observed_map(services.events, plan.n_items):
+        token = cancel.current()
+        results = await self._amap(plan, inputs, services, token)
+        return cancel.unfinished(results, token, services.on_error)
+
+    def aiter_map(
+        self, plan: MapPlan, inputs: Values, services: Services
+    ) -> AsyncIterator[Streamed]:
+        token = cancel.current()
+        stream = self._aiter_map(plan, inputs, services, token)
+        settled = cancel.asettled_stream(stream, plan.n_items, token, services.on_error)
+        return aobserved_stream(settled, services.events, plan.n_items)
+
+    async def _amap(
+        self, plan: MapPlan, inputs: Values, services: Services, token: cancel.Cancel | None
+    ) -> list[Values]:
+        """The items' results; those a cancelled run did not finish are None."""
+        with cancel.watching(token), observed_map(services.events, plan.n_items):
             return await amap_items(
                 self.nodes.async_runner(plan.item, services),
                 inputs,
@@ -233,13 +263,16 @@ class AsyncMap(SequentialMap):
                 max_concurrency=self.max_concurrency,
             )
 
-    def aiter_map(
-        self, plan: MapPlan, inputs: Values, services: Services
+    async def _aiter_map(
+        self, plan: MapPlan, inputs: Values, services: Services, token: cancel.Cancel | None
     ) -> AsyncIterator[Streamed]:
-        arun_item = self.nodes.async_runner(plan.item, services)
-        spec = (inputs, plan.map_over, plan.map_mode)
-        stream = astream_items(arun_item, *spec, max_concurrency=self.max_concurrency)
-        return aobserved_stream(stream, services.events, plan.n_items)
+        with cancel.watching(token):
+            arun_item = self.nodes.async_runner(plan.item, services)
+            spec = (inputs, plan.map_over, plan.map_mode)
+            async for entry in astream_items(
+                arun_item, *spec, max_concurrency=self.max_concurrency
+            ):
+                yield entry
 
 
 MAP_EXECUTORS: dict[str, type[SequentialMap]] = {

@@ -18,9 +18,13 @@ recorded under on_error "skip"/"collect" while the other items go on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import os
 import re
+import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
@@ -38,6 +42,7 @@ from ...exceptions import (
 )
 from ...plan import MapPlan, RunPlan, iter_rows, make_item
 from ...results import ERROR_FIELD, error_of, failed_outputs
+from ...runtime import cancel
 from ...runtime.events import RecordingEvents
 from ...runtime.items import RunItem, compile_run
 from ...runtime.node_call import Services, Values
@@ -51,17 +56,6 @@ Pools = Callable[..., Executor]
 Chunk = tuple[int, bytes]  # (index of its first item, its rows pickled)
 
 
-def map_parallel(
-    pools: Pools, workers: int, plan: MapPlan, inputs: Values, services: Services
-) -> list[Values]:
-    """Run the items of `plan` on the process pool; results in input order. The services
-    (a DiskCache is its path) travel with the plan."""
-    results: list[Any] = [None] * (plan.n_items or 0)
-    for index, result in iter_parallel(pools, workers, plan, inputs, services):
-        results[index] = result
-    return results
-
-
 def iter_parallel(
     pools: Pools, workers: int, plan: MapPlan, inputs: Values, services: Services
 ) -> Iterator[tuple[int, Values]]:
@@ -71,21 +65,27 @@ def iter_parallel(
     if not plan.n_items:
         return
     shared = {k: v for k, v in inputs.items() if k not in plan.map_over}
-    work = _Work(plan, services, shared)
+    token = cancel.current()
+    work = _Work(plan, services, shared, token)
     chunk_size = max(1, math.ceil(plan.n_items / (workers * _CHUNKS_PER_WORKER)))
     chunks = _row_chunks(plan, inputs, chunk_size)
     failures = FirstFailure()  # a chunk's error is its first failing item
-    while True:
-        in_flight: dict[int, bytes] = {}
-        pool = pools("map")
-        try:
-            tasks = work.tasks(failures.gate(chunks), in_flight)
-            for start, outcome in as_finished(pool, _run_chunk, tasks, 2 * workers):
-                del in_flight[start]
-                yield from work.accept(start, outcome, failures)
-            break
-        except BrokenProcessPool as broken:
-            yield from work.isolate(pools, pool, broken, in_flight, failures)
+    try:
+        while True:
+            in_flight: dict[int, bytes] = {}
+            pool = pools("map")
+            try:
+                tasks = work.tasks(failures.gate(chunks), in_flight)
+                for start, outcome in as_finished(pool, _run_chunk, tasks, 2 * workers, token):
+                    del in_flight[start]
+                    yield from work.accept(start, outcome, failures)
+                break
+            except BrokenProcessPool as broken:
+                yield from work.isolate(pools, pool, broken, in_flight, failures)
+        if in_flight:  # a cancelled run left chunks running: their workers are stopped
+            pools("map", broken=pool)
+    finally:
+        work.close()
     failures.raise_first()
 
 
@@ -93,26 +93,38 @@ class _Work:
     """What every task of one parallel map shares: the plan, services and broadcast
     inputs pickled once, and how a chunk's outcome becomes results."""
 
-    def __init__(self, plan: MapPlan, services: Services, shared: Values):
+    def __init__(
+        self, plan: MapPlan, services: Services, shared: Values, token: cancel.Cancel | None
+    ):
         self.plan = plan
         self.events = services.events
         self.on_error = services.on_error
         self.plan_blob = _dumps_plan(plan.item, services)
         self.shared_blob = _dumps_inputs(plan.item, shared)
         self.key = hashlib.sha256(self.plan_blob + self.shared_blob).hexdigest()
+        # the workers stop between items once this file exists (made when `token` is
+        # cancelled): a flag every worker process reads without a channel to the driver
+        self.flag = os.path.join(tempfile.gettempdir(), f"hypernodes-cancel-{uuid.uuid4().hex}")
+        self._unhook = (lambda: None) if token is None else token.on_cancel(self._raise_flag)
+
+    def _raise_flag(self) -> None:
+        with open(self.flag, "w"):
+            pass
+
+    def close(self) -> None:
+        self._unhook()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.flag)
 
     def header(self) -> tuple[Any, ...]:
         """The arguments of `_run_chunk` every task of the map shares."""
-        return self.key, self.plan_blob, self.shared_blob, self.plan.map_over
+        return self.key, self.plan_blob, self.shared_blob, self.plan.map_over, self.flag
 
     def tasks(self, chunks: Iterator[Chunk], in_flight: dict[int, bytes]) -> Iterator[Any]:
         """`(start, _run_chunk arguments)` per chunk, noting each chunk sent in `in_flight`."""
         for start, blob in chunks:
             in_flight[start] = blob
-            yield (
-                start,
-                (self.key, self.plan_blob, self.shared_blob, self.plan.map_over, start, blob),
-            )
+            yield start, (*self.header(), start, blob)
 
     def accept(
         self, start: int, outcome: bytes, failures: FirstFailure
@@ -179,10 +191,13 @@ def _run_chunk(
     plan_blob: bytes,
     shared_blob: bytes,
     map_over: tuple[str, ...],
+    flag: str,
     start: int,
     rows_blob: bytes,
 ) -> bytes:
-    """In a worker process: run a chunk of items, return pickled results or the error."""
+    """In a worker process: run a chunk of items, return pickled results or the error.
+    Once the driver raises the cancellation `flag`, the chunk stops between node calls and
+    returns the items finished (fewer than its rows)."""
     if _worker_cache.get("key") != key:
         _worker_cache.clear()
         plan, services, observed = cloudpickle.loads(plan_blob)
@@ -199,12 +214,15 @@ def _run_chunk(
     shared: Values = _worker_cache["shared"]
     records = _worker_cache["records"]
     results = []
-    for offset, row in enumerate(cloudpickle.loads(rows_blob)):
-        index = start + offset
-        try:
-            results.append(run(make_item(shared, map_over, row), index))
-        except ExecutionError as error:
-            return _dumps_error(error.located(index), _taken(records))
+    with cancel.watching(cancel.FileCancel(flag)):
+        for offset, row in enumerate(cloudpickle.loads(rows_blob)):
+            index = start + offset
+            try:
+                results.append(run(make_item(shared, map_over, row), index))
+            except ExecutionError as error:
+                return _dumps_error(error.located(index), _taken(records))
+            except cancel.RunCancelled:
+                break
     return cloudpickle.dumps(("ok", [_portable(r) for r in results], _taken(records)))
 
 

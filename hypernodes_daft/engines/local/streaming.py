@@ -10,6 +10,7 @@ a window of items, not a million results. Leaving the loop early cancels what ha
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,7 @@ from typing import Any
 
 from ...exceptions import ExecutionError
 from ...plan import iter_items
+from ...runtime import cancel
 from ...runtime.items import RunItem
 from ...runtime.loop import background_loop
 from ...runtime.node_call import Values
@@ -37,12 +39,14 @@ def stream_threaded(
     """Items on `pool`, at most `window` in flight, yielded in the order they finish; a
     failure is raised as `FirstFailure` says."""
     items = enumerate(iter_items(inputs, map_over, map_mode))
-    tasks = ((index, (run_item, item, index)) for index, item in items)
+    # each item in a copy of this context: its nodes see the run's token
+    tasks = ((i, (contextvars.copy_context(), run_item, item, i)) for i, item in items)
     failures = FirstFailure()
-    for index, outcome in as_finished(pool, _outcome, failures.gate(tasks), window):
+    token = cancel.current()
+    for index, outcome in as_finished(pool, _outcome, failures.gate(tasks), window, token):
         if isinstance(outcome, _Failed):
             failures.add(index, outcome.error)
-        else:
+        elif outcome is not _STOPPED:
             yield index, outcome
     failures.raise_first()
 
@@ -72,23 +76,37 @@ class FirstFailure:
 
 
 def as_finished(
-    pool: Executor, call: Any, tasks: Iterator[tuple[int, tuple[Any, ...]]], window: int
+    pool: Executor,
+    call: Any,
+    tasks: Iterator[tuple[int, tuple[Any, ...]]],
+    window: int,
+    token: cancel.Cancel | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """`(key, call(*args))` for each `(key, args)` of `tasks`, run on `pool` with at most
     `window` in flight, as they finish (lower keys first among those finished together).
-    Tasks are drawn lazily; leaving early cancels those not started."""
+    Tasks are drawn lazily; leaving early cancels those not started. Once the run of
+    `token` is cancelled, no task starts, and those running are waited for during the
+    grace period only."""
     running: dict[Future[Any], int] = {}
+    poll = None if token is None else _POLL
 
     def refill() -> None:
+        if token is not None and token.cancelled:
+            return
         for key, args in islice(tasks, window - len(running)):
             running[pool.submit(call, *args)] = key
 
     try:
         refill()
         while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            done, _ = wait(running, timeout=poll, return_when=FIRST_COMPLETED)
             for future in sorted(done, key=running.__getitem__):
                 yield running.pop(future), future.result()
+            if token is not None and token.cancelled:
+                for future in [f for f in running if f.cancel()]:  # not started
+                    del running[future]
+                if token.grace_left() == 0:
+                    return  # the calls still running are left to finish in their threads
             refill()
     finally:
         for future in running:
@@ -102,25 +120,32 @@ async def astream_items(
     map_mode: str,
     max_concurrency: int,
 ) -> AsyncIterator[Streamed]:
-    """Items as coroutines, at most `max_concurrency` in flight, in the order they finish."""
+    """Items as coroutines, at most `max_concurrency` in flight, in the order they finish.
+    A cancelled run cancels the items in flight, and the stream ends."""
     items = enumerate(iter_items(inputs, map_over, map_mode))
-    # bounded: workers wait while the consumer is behind, so memory stays bounded
-    finished: asyncio.Queue[tuple[int, Any, BaseException | None] | None] = asyncio.Queue(
-        maxsize=max_concurrency
-    )
+    finished: asyncio.Queue[tuple[int, Any, BaseException | None] | None] = asyncio.Queue()
+    # results not yet taken: workers wait while the consumer is behind (bounded memory)
+    room = asyncio.Semaphore(max_concurrency)
 
     async def worker() -> None:
-        for index, item in items:
-            try:
-                entry = (index, await arun_item(item, index), None)
-            except Exception as error:
-                entry = (index, None, error)
-            await finished.put(entry)
-            if entry[2] is not None:
-                break
-        await finished.put(None)  # this worker is done
+        try:
+            for index, item in items:
+                await room.acquire()
+                try:
+                    entry = (index, await arun_item(item, index), None)
+                except Exception as error:
+                    entry = (index, None, error)
+                finished.put_nowait(entry)
+                if entry[2] is not None:
+                    break
+        finally:
+            finished.put_nowait(None)  # this worker is done (or cancelled)
 
     workers = [asyncio.ensure_future(worker()) for _ in range(max_concurrency)]
+    loop, token = asyncio.get_running_loop(), cancel.current()
+    stop = (lambda: None) if token is None else token.on_cancel(
+        lambda: loop.call_soon_threadsafe(_cancel_all, workers)
+    )
     running = len(workers)
     try:
         while running:
@@ -128,15 +153,23 @@ async def astream_items(
             if entry is None:
                 running -= 1
                 continue
+            room.release()
             index, result, error = entry
             if isinstance(error, ExecutionError):
                 raise error.located(index) from error.original
+            if isinstance(error, cancel.RunCancelled):
+                continue  # stopped by the cancellation: not finished
             if error is not None:
                 raise error
             yield index, result
     finally:
-        for task in workers:
-            task.cancel()
+        stop()
+        _cancel_all(workers)
+
+
+def _cancel_all(tasks: list[asyncio.Future[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
 
 
 def stream_from_loop(stream: AsyncIterator[Streamed], window: int = 1024) -> Iterator[Streamed]:
@@ -190,8 +223,14 @@ class _Failed:
         self.error = error
 
 
-def _outcome(run_item: RunItem, item: Values, index: int) -> Values | _Failed:
+_STOPPED = object()  # an item stopped by its run's cancellation: it did not finish
+_POLL = 0.05  # seconds between looks at the token while waiting for running items
+
+
+def _outcome(context: contextvars.Context, run_item: RunItem, item: Values, index: int) -> Any:
     try:
-        return run_item(item, index)
+        return context.run(run_item, item, index)
     except ExecutionError as error:
         return _Failed(error.located(index))
+    except cancel.RunCancelled:
+        return _STOPPED

@@ -1,17 +1,15 @@
-"""The threaded executors: independent nodes of one item run together (by topological
-generations), and map items run on a thread pool."""
+"""The threaded node executor: independent nodes of one item run together (by topological
+generations). Map items on a thread pool: streaming.py (`stream_threaded`)."""
 
 from __future__ import annotations
 
 import contextvars
 from concurrent.futures import Executor, wait
-from typing import Any
 
 from ...plan import RunPlan
 from ...runtime.context import current_item, run_in_branch
 from ...runtime.items import RunItem, item_runner, map_items, node_calls
 from ...runtime.node_call import NO_SERVICES, Services, Values
-from .streaming import stream_threaded
 
 
 def compile_threaded(plan: RunPlan, pool: Executor, services: Services = NO_SERVICES) -> RunItem:
@@ -37,21 +35,3 @@ def compile_threaded(plan: RunPlan, pool: Executor, services: Services = NO_SERV
         return {name: values[name] for name in outputs}
 
     return item_runner(run, services.events, services.top)
-
-
-def map_threaded(
-    pool: Executor,
-    run_item: RunItem,
-    inputs: Values,
-    map_over: tuple[str, ...],
-    map_mode: str,
-    window: int,
-    n_items: int,
-) -> list[Values]:
-    """Run the items on `pool`, at most `window` in flight (a future per item in flight,
-    not per item: a million items would hold a million futures); results in input order,
-    an error names its item."""
-    results: list[Any] = [None] * n_items
-    for index, outputs in stream_threaded(pool, run_item, inputs, map_over, map_mode, window):
-        results[index] = outputs
-    return results

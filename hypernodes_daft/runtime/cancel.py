@@ -1,0 +1,328 @@
+"""Stopping a run part-way and keeping what finished: Ctrl-C (SIGINT), SIGTERM, a deadline,
+or the cancellation of the task awaiting it.
+
+    results = pipeline.map(inputs=..., map_over="url", on_error="collect", deadline=60)
+    results.cancelled     # a `Cancelled` record per item that did not finish
+    results = results.retry()   # runs them; the finished calls come from the cache
+
+A map runs inside a `cancellable()` scope, which holds one `Cancel` token for the whole
+call (nested maps share it). The scope turns SIGINT and SIGTERM into `token.cancel(...)`
+(a second Ctrl-C raises KeyboardInterrupt at once) and starts the deadline's timer. A
+cancelled token stops the run cooperatively, the same way on every engine:
+
+- no new node call starts: the runtime checks the token before each call
+  (`raise_if_cancelled`) and raises `RunCancelled`, which no retry or on_error catches;
+- in-flight async calls get `CancelledError` (their `finally` blocks run): the executors
+  register hooks (`on_cancel`) that cancel their tasks;
+- sync calls in threads are left to finish for `GRACE` seconds, then abandoned (they end
+  in their threads, their results cached as they return);
+- what finished is kept: in the cache, call by call, and under on_error "collect" in the
+  results, where each unfinished item is a `Cancelled` record (`unfinished`). Otherwise the
+  interrupt is raised again (`token.error()`): KeyboardInterrupt, CancelledError or
+  `DeadlineExceeded`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..results import ERROR_FIELD, Cancelled
+
+GRACE = 1.0  # seconds a cancelled run waits for sync calls in flight before leaving them
+
+REASONS = {
+    "interrupt": "interrupted (SIGINT, Ctrl-C)",
+    "terminate": "terminated (SIGTERM)",
+    "task": "the task awaiting the run was cancelled",
+}
+
+
+class RunCancelled(Exception):
+    """Raised where a node call would start after its run was cancelled. The runtime lets
+    it through unwrapped: no retry, no on_error policy and no callback sees it."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DeadlineExceeded(TimeoutError):
+    """A map's `deadline` passed before every item finished (on_error other than
+    "collect"; under "collect" the unfinished items are `Cancelled` records)."""
+
+
+class Cancel:
+    """The cancellation token of one run: thread-safe, cancelled once, with hooks.
+
+    Executors register what stops their work (`on_cancel`); the runtime asks `cancelled`
+    before each call. `cancelled_at` tells how long sync calls in flight may still take
+    (`GRACE`)."""
+
+    def __init__(self, deadline: float | None = None):
+        self.id = uuid.uuid4().hex
+        self.deadline = deadline
+        self.reason: str | None = None
+        self.cancelled_at: float | None = None
+        self._hooks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self.interrupt_main = False  # the main thread runs the nodes: Ctrl-C interrupts it
+        self.forced = False  # a second Ctrl-C: stop at once
+
+    @property
+    def cancelled(self) -> bool:
+        return self.reason is not None
+
+    def cancel(self, reason: str) -> None:
+        """Cancel the run (the first reason given wins) and run the hooks, once."""
+        global _any_cancelled
+        with self._lock:
+            if self.reason is not None:
+                return
+            self.reason, self.cancelled_at = reason, time.monotonic()
+            hooks, self._hooks = self._hooks, []
+        _any_cancelled = True  # from now on the runtime's check reads the context
+        for hook in hooks:
+            hook()
+
+    def on_cancel(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Call `hook` when the run is cancelled (at once if it is); returns its removal."""
+        with self._lock:
+            if self.reason is None:
+                self._hooks.append(hook)
+                return lambda: self._remove(hook)
+        hook()
+        return lambda: None
+
+    def _remove(self, hook: Callable[[], None]) -> None:
+        with self._lock:
+            if hook in self._hooks:
+                self._hooks.remove(hook)
+
+    def grace_left(self) -> float | None:
+        """Seconds left to wait for sync calls in flight (None: not cancelled)."""
+        if self.cancelled_at is None:
+            return None
+        return max(0.0, self.cancelled_at + GRACE - time.monotonic())
+
+    def message(self) -> str:
+        if self.reason == "deadline":
+            return f"the deadline of {self.deadline:g} s passed"
+        return REASONS.get(self.reason or "", self.reason or "")
+
+    def record(self, index: int | None, node: str = "") -> dict[str, Any]:
+        """The result of an item that did not finish."""
+        return {ERROR_FIELD: Cancelled.of(index, self.message(), node)}
+
+    def error(self) -> BaseException:
+        """What a run that keeps no records raises once it stopped."""
+        if self.reason == "deadline":
+            return DeadlineExceeded(f"map stopped: {self.message()}")
+        if self.reason == "task":
+            return asyncio.CancelledError()
+        return KeyboardInterrupt()
+
+
+class FileCancel(Cancel):
+    """A worker process's view of its driver's token: cancelled once the driver creates
+    the flag file (`flag_path`), checked at most every 20 ms."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self._checked = 0.0
+
+    @property
+    def cancelled(self) -> bool:
+        if self.reason is None:
+            now = time.monotonic()
+            if now - self._checked > 0.02:
+                self._checked = now
+                if os.path.exists(self.path):
+                    self.cancel("interrupt")
+        return self.reason is not None
+
+
+_CURRENT: contextvars.ContextVar[Cancel | None] = contextvars.ContextVar(
+    "hypernodes_daft_cancel", default=None
+)
+_any_cancelled = False  # no token was ever cancelled here: the runtime's check is one read
+_active: dict[str, Cancel] = {}  # by id: Daft functions in this process find their run's
+
+
+def current() -> Cancel | None:
+    """The token of the run this thread or task works for (None: outside a run)."""
+    return _CURRENT.get()
+
+
+def by_id(token_id: str | None) -> Cancel | None:
+    """A run's token in this process by its id (Daft functions carry the id)."""
+    return None if token_id is None else _active.get(token_id)
+
+
+def raise_if_cancelled(token: Cancel | None = None) -> None:
+    """Before a node call: raise `RunCancelled` if its run was cancelled."""
+    if not _any_cancelled:
+        return
+    token = token or _CURRENT.get()
+    if token is not None and token.cancelled:
+        raise RunCancelled(token.message())
+
+
+@contextmanager
+def watching(token: Cancel | None) -> Iterator[None]:
+    """Work here for `token`'s run: a coroutine on another thread's loop, a worker
+    process (its `FileCancel`)."""
+    global _any_cancelled
+    if isinstance(token, FileCancel):
+        _any_cancelled = True  # a FileCancel is cancelled by reading it
+    reset = _CURRENT.set(token)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(reset)
+
+
+@contextmanager
+def cancellable(deadline: float | None = None) -> Iterator[Cancel]:
+    """The scope of one run: its token in the context, the deadline's timer, and (in the
+    main thread, where Python's default handlers are installed) SIGINT and SIGTERM turned
+    into cancellation. A scope inside another (a map in a node) uses the outer token."""
+    outer = _CURRENT.get()
+    if outer is not None and deadline is None:
+        yield outer
+        return
+    token = Cancel(deadline)
+    if outer is not None:  # a map with its own deadline inside a run: both stop it
+        outer.on_cancel(lambda: token.cancel(outer.reason or "interrupt"))
+    reset = _CURRENT.set(token)
+    _active[token.id] = token
+    timer = _deadline_timer(token, deadline)
+    restore = _signals_to(token)
+    try:
+        yield token
+    finally:
+        restore()
+        if timer is not None:
+            timer.cancel()
+        _active.pop(token.id, None)
+        _CURRENT.reset(reset)
+
+
+_STOPS = (RunCancelled, KeyboardInterrupt, asyncio.CancelledError)
+
+
+def settled_stream(
+    stream: Iterator[tuple[int, Any]], n_items: int, token: Cancel | None, on_error: str
+) -> Iterator[tuple[int, Any]]:
+    """A map's `(index, outputs)` stream that, once the run is cancelled and the stream has
+    stopped, yields a `Cancelled` record per item it did not yield (on_error "collect") or
+    raises the run's interrupt."""
+    if token is None:
+        yield from stream
+        return
+    done = bytearray(n_items)
+    try:
+        for index, outputs in stream:
+            done[index] = 1
+            yield index, outputs
+    except _STOPS:
+        if not token.cancelled or token.forced:
+            raise
+    yield from _rest(done, token, on_error)
+
+
+async def asettled_stream(
+    stream: AsyncIterator[tuple[int, Any]], n_items: int, token: Cancel | None, on_error: str
+) -> AsyncIterator[tuple[int, Any]]:
+    """`settled_stream` for async streams."""
+    done = bytearray(n_items)
+    try:
+        async for index, outputs in stream:
+            done[index] = 1
+            yield index, outputs
+    except _STOPS:
+        if token is None or not token.cancelled or token.forced:
+            raise
+    for entry in _rest(done, token, on_error):
+        yield entry
+
+
+def _rest(done: bytearray, token: Cancel | None, on_error: str) -> Iterator[tuple[int, Any]]:
+    if token is None or not token.cancelled:
+        return
+    if on_error != "collect":
+        raise token.error()
+    for index, finished in enumerate(done):
+        if not finished:
+            yield index, token.record(index)
+
+
+def collected(stream: Iterator[tuple[int, Any]], n_items: int) -> list[Any]:
+    """A map's results in item order from its `(index, outputs)` stream."""
+    results: list[Any] = [None] * n_items
+    for index, outputs in stream:
+        results[index] = outputs
+    return results
+
+
+def unfinished(results: list[Any], token: Cancel | None, on_error: str) -> list[Any]:
+    """A map's results where the items not run are None: under "collect" each becomes a
+    `Cancelled` record; otherwise the run's interrupt is raised."""
+    if token is None or not token.cancelled:
+        return results
+    if on_error != "collect":
+        raise token.error()
+    return [token.record(i) if r is None else r for i, r in enumerate(results)]
+
+
+def check_deadline(deadline: Any, owner: str) -> float | None:
+    if deadline is None:
+        return None
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or deadline <= 0:
+        raise ValueError(f"{owner}: deadline must be a number of seconds > 0, got {deadline!r}")
+    return float(deadline)
+
+
+def _deadline_timer(token: Cancel, deadline: float | None) -> threading.Timer | None:
+    if deadline is None:
+        return None
+    timer = threading.Timer(deadline, token.cancel, ("deadline",))
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _signals_to(token: Cancel) -> Callable[[], None]:
+    """SIGINT and SIGTERM cancel `token` while the run lasts; returns the restoring call.
+    Only where Python's defaults are in place: a handler of the user's (or asyncio's) is
+    theirs to keep."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    previous: dict[int, Any] = {}
+    for signum, default in defaults.items():
+        if signal.getsignal(signum) is default:
+            reason = "interrupt" if signum == signal.SIGINT else "terminate"
+            previous[signum] = signal.signal(signum, _handler(token, reason))
+    return lambda: [signal.signal(s, h) for s, h in previous.items()] and None
+
+
+def _handler(token: Cancel, reason: str) -> Callable[[int, Any], None]:
+    def on_signal(signum: int, frame: Any) -> None:
+        if token.cancelled:  # a second Ctrl-C: stop waiting for the run to wind down
+            token.forced = True
+            raise KeyboardInterrupt
+        token.cancel(reason)
+        if token.interrupt_main:
+            raise KeyboardInterrupt
+
+    return on_signal
