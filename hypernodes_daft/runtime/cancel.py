@@ -28,6 +28,7 @@ import asyncio
 import contextvars
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -151,6 +152,70 @@ class FileCancel(Cancel):
         return self.reason is not None
 
 
+class ClusterCancel(Cancel):
+    """A Ray worker's view of its driver's token: cancelled once the driver has started
+    the named actor `flag_name(id)` (`raise_cluster_flag`), looked up at most every
+    0.25 s. Its existence is the message: workers need no channel of their own."""
+
+    def __init__(self, token_id: str):
+        super().__init__()
+        self.id = token_id
+        self._checked = 0.0
+
+    @property
+    def cancelled(self) -> bool:
+        if self.reason is None:
+            now = time.monotonic()
+            if now - self._checked > 0.25:
+                self._checked = now
+                import ray
+
+                try:
+                    ray.get_actor(flag_name(self.id))
+                except ValueError:  # not started: the run goes on
+                    return False
+                self.cancel("interrupt")
+        return self.reason is not None
+
+
+def flag_name(token_id: str) -> str:
+    return f"hypernodes-cancel-{token_id}"
+
+
+class _Flag:
+    """The actor whose existence tells a cluster's workers that a run was cancelled."""
+
+    def ready(self) -> bool:
+        return True
+
+
+def raise_cluster_flag(token: Cancel) -> Callable[[], None]:
+    """On Ray: when `token` is cancelled, start its flag actor (in a thread: the hook may
+    run in a signal handler). Returns what removes the hook and the actor."""
+    started: list[Any] = []
+
+    def start() -> None:
+        import ray
+
+        actor = ray.remote(num_cpus=0)(_Flag).options(name=flag_name(token.id)).remote()
+        ray.get(actor.ready.remote())
+        started.append(actor)
+
+    def in_thread() -> None:
+        threading.Thread(target=start, name="hypernodes-cancel", daemon=True).start()
+
+    unhook = token.on_cancel(in_thread)
+
+    def remove() -> None:
+        unhook()
+        import ray
+
+        for actor in started:
+            ray.kill(actor)
+
+    return remove
+
+
 _CURRENT: contextvars.ContextVar[Cancel | None] = contextvars.ContextVar(
     "hypernodes_daft_cancel", default=None
 )
@@ -163,9 +228,36 @@ def current() -> Cancel | None:
     return _CURRENT.get()
 
 
-def by_id(token_id: str | None) -> Cancel | None:
-    """A run's token in this process by its id (Daft functions carry the id)."""
-    return None if token_id is None else _active.get(token_id)
+def cancel_tasks(tasks: list[asyncio.Future[Any]]) -> None:
+    """Cancel each of `tasks` (on their loop's thread: `call_soon_threadsafe`)."""
+    for task in tasks:
+        task.cancel()
+
+
+def cancelling(token: Cancel | None, tasks: list[asyncio.Future[Any]]) -> Callable[[], None]:
+    """While the returned removal is not called, cancelling the run of `token` (from any
+    thread) cancels `tasks`, which run on this thread's event loop."""
+    if token is None:
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    return token.on_cancel(lambda: loop.call_soon_threadsafe(cancel_tasks, tasks))
+
+
+_remote: dict[str, Cancel] = {}  # by id: the tokens of runs whose driver is elsewhere
+
+
+def token_for(token_id: str | None) -> Cancel | None:
+    """A run's token by its id (Daft functions carry the id): the driver's own in its
+    process, a `ClusterCancel` in a Ray worker; None elsewhere."""
+    if token_id is None:
+        return None
+    token = _active.get(token_id)
+    if token is not None:
+        return token
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    return _remote.setdefault(token_id, ClusterCancel(token_id))
 
 
 def raise_if_cancelled(token: Cancel | None = None) -> None:
@@ -301,6 +393,17 @@ def _deadline_timer(token: Cancel, deadline: float | None) -> threading.Timer | 
     return timer
 
 
+_installed: dict[int, Any] = {}  # the handlers of the scope in the main thread
+
+
+def reassert_signals() -> None:
+    """Install the scope's handlers again. Daft's native runner listens for Ctrl-C itself
+    and, when it comes, drops the query's results; installing ours again (in the main
+    thread, while its query runs) keeps SIGINT ours, so a cancelled query drains instead."""
+    for signum, handler in _installed.items():
+        signal.signal(signum, handler)
+
+
 def _signals_to(token: Cancel) -> Callable[[], None]:
     """SIGINT and SIGTERM cancel `token` while the run lasts; returns the restoring call.
     Only where Python's defaults are in place: a handler of the user's (or asyncio's) is
@@ -312,8 +415,15 @@ def _signals_to(token: Cancel) -> Callable[[], None]:
     for signum, default in defaults.items():
         if signal.getsignal(signum) is default:
             reason = "interrupt" if signum == signal.SIGINT else "terminate"
-            previous[signum] = signal.signal(signum, _handler(token, reason))
-    return lambda: [signal.signal(s, h) for s, h in previous.items()] and None
+            _installed[signum] = _handler(token, reason)
+            previous[signum] = signal.signal(signum, _installed[signum])
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            _installed.pop(signum, None)
+            signal.signal(signum, handler)
+
+    return restore
 
 
 def _handler(token: Cancel, reason: str) -> Callable[[int, Any], None]:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import queue
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from .cancel import GRACE
@@ -69,3 +70,50 @@ async def stream_in_thread(stream: Iterator[T]) -> AsyncIterator[T]:
     done = object()
     while (entry := await asyncio.to_thread(next, stream, done)) is not done:
         yield entry
+
+
+def pumped(
+    stream: Iterator[T], idle: Callable[[], None], window: int = 2, every: float = 0.1
+) -> Iterator[T]:
+    """`stream` produced in a helper thread and handed over through a bounded queue, while
+    this thread waits in Python, calling `idle()` every `every` seconds of waiting (a
+    stream stuck in native code would hold signal handlers back until it yields)."""
+    entries: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=window)
+    stopped = threading.Event()
+
+    def pump() -> None:
+        try:
+            for entry in stream:
+                if not hand_over(entries, ("item", entry), stopped):
+                    return
+            hand_over(entries, ("done", None), stopped)
+        except BaseException as error:
+            hand_over(entries, ("error", error), stopped)
+
+    threading.Thread(target=pump, name="hypernodes-pump", daemon=True).start()
+    try:
+        while True:
+            try:
+                kind, payload = entries.get(timeout=every)
+            except queue.Empty:
+                idle()
+                continue
+            if kind == "item":
+                yield payload
+            elif kind == "error":
+                raise payload
+            else:
+                return
+    finally:
+        stopped.set()
+
+
+def hand_over(entries: queue.Queue[Any], entry: Any, stopped: threading.Event) -> bool:
+    """Put `entry` when there is room; False once the consumer has gone."""
+    while not stopped.is_set():
+        try:
+            entries.put(entry, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False

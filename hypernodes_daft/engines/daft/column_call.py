@@ -25,7 +25,8 @@ from typing import Any
 
 from ...options import SharedLimit
 from ...plan import Step
-from ...results import ERROR_FIELD
+from ...results import ERROR_FIELD, Cancelled
+from ...runtime import cancel
 from ...runtime.context import node_context
 from ...runtime.limits import LoopSlots
 from ...runtime.node_call import CALL, HIT, NO_SERVICES, PreparedNode, Services
@@ -48,6 +49,7 @@ class Setup:
     tolerant: bool = False  # some node may record failures: frames carry an ERROR column
     cluster: Any = None  # placement.Cluster: checks that resource requests can be held
     native: bool = True  # sync node bodies may run as Daft expressions (native.py)
+    cancel: str | None = None  # the id of the run's cancellation token (runtime/cancel.py)
 
 
 @dataclass
@@ -94,6 +96,7 @@ class ColumnCall:
             bound = min(bound.limit, setup.limit)
         self.threads: int | None = bound if not step.is_async and bound and bound > 1 else None
         self._pool: ThreadPoolExecutor | None = None
+        self.cancel_id = setup.cancel
 
     def pool(self) -> ThreadPoolExecutor:
         """The threads of a sync node with `max_concurrency` (made in the process using
@@ -151,10 +154,41 @@ class ColumnCall:
         not when the batch ends: a job killed mid-batch keeps every call that finished."""
         arguments = self.arguments(columns, len(todo.rows))
         if self.node.cache is None:
-            return self.func, arguments
+            return self._guarded(self.func), arguments
         todo.stored = True
         keys = [todo.keys[row] for row in todo.rows]
-        return self._storing(todo.writes), [keys, *arguments]
+        return self._guarded(self._storing(todo.writes)), [keys, *arguments]
+
+    def token(self) -> cancel.Cancel | None:
+        """The cancellation token of the run this batch belongs to (runtime/cancel.py)."""
+        return cancel.token_for(self.cancel_id)
+
+    def _guarded(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """`func`, not called once the run is cancelled (the row raises RunCancelled, and
+        becomes a Cancelled record); an async call in flight then cancelled says so too."""
+        token = self.token()
+        if token is None:
+            return func
+        if self.node.is_async:
+
+            async def aguarded(*row: Any) -> Any:
+                if token.cancelled:
+                    raise cancel.RunCancelled(token.message())
+                try:
+                    return await func(*row)
+                except asyncio.CancelledError:
+                    if token.cancelled:
+                        raise cancel.RunCancelled(token.message()) from None
+                    raise
+
+            return aguarded
+
+        def guarded(*row: Any) -> Any:
+            if token.cancelled:
+                raise cancel.RunCancelled(token.message())
+            return func(*row)
+
+        return guarded
 
     def _storing(self, writes: list[Future[Any]]) -> Callable[..., Any]:
         """`func` taking the row's cache key first, ending the call with its result."""
@@ -219,7 +253,8 @@ class ColumnCall:
         for row, result in zip(todo.rows, computed, strict=True):
             failed = None if errors is None else errors[row]
             if failed is not None:  # this node's failure (rows failed upstream are not called)
-                node.abandon(todo.keys[row], failed.original)
+                # (a row its cancelled run did not call holds a record, not an error)
+                node.abandon(todo.keys[row], getattr(failed, "original", _INTERRUPTED))
                 continue
             if todo.stored:  # checked and stored as the call returned
                 results[row] = result
@@ -266,7 +301,13 @@ class ColumnCall:
 
     def fail(self, error: Exception, columns: Columns, row: int, errors: Errors, at: int) -> None:
         """Row `row` of `columns` (row `at` of the batch) raised `error`: raise it, or, under
-        on_error "skip"/"collect", record it for the row and go on with the others."""
+        on_error "skip"/"collect", record it for the row and go on with the others. A row
+        its cancelled run did not call is a Cancelled record (raised without records)."""
+        if isinstance(error, cancel.RunCancelled):
+            if errors is None:
+                raise error
+            errors[at] = Cancelled.of(None, error.reason, self.label).as_row()
+            return
         wrapped = self.node.failure(error, self.row_arguments(columns, row))
         if errors is None or self.node.on_error == "raise":
             raise wrapped from error

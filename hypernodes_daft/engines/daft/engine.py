@@ -12,6 +12,7 @@ Mapped inputs become columns; every other input is a constant bound into the fun
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -25,10 +26,11 @@ from ...dataset import Column, count_rows, dataset_of
 from ...exceptions import ExecutionError, PlanningError
 from ...plan import MapPlan, RunPlan, iter_rows
 from ...results import ERROR_FIELD, record_from_row
+from ...runtime import cancel
 from ...runtime.dispatch import callback_list
 from ...runtime.events import Events, observed_map
 from ...runtime.items import may_settle
-from ...runtime.loop import stream_in_thread
+from ...runtime.loop import pumped, stream_in_thread
 from ...runtime.node_call import Services, check_cache
 from .column_call import ERROR, Setup
 from .compile import Const, Names, build, constant_column
@@ -155,7 +157,7 @@ class DaftEngine:
         with observed_map(execution.events, plan.n_items), execution.reporting():
             frame = self._lazy_map(plan, inputs, (), execution)
             index, started = 0, time.perf_counter()
-            for partition in frame.iter_partitions():
+            for partition in _partitions(frame, execution.token):
                 columns = _local(partition).to_pydict()
                 del partition  # only the Python values of a partition are held
                 rows = len(next(iter(columns.values()))) if columns else 0
@@ -242,10 +244,13 @@ class DaftEngine:
         tolerant = may_settle(plan, on_error)
         in_process = self.runner == "native"
         cluster = Cluster(self.runner, self.address, self.partitions)
+        token = cancel.current()
         setup = Setup(
-            self.max_concurrency, services, in_process, report, tolerant, cluster, self.native
+            self.max_concurrency,
+            *(services, in_process, report, tolerant, cluster, self.native),
+            cancel=None if token is None else token.id,
         )
-        return _Execution(setup, events, report)
+        return _Execution(setup, events, report, token, self.runner == "ray")
 
     def _lazy_map(
         self,
@@ -324,18 +329,28 @@ class _Execution:
     setup: Setup
     events: Events | None
     report: Any
+    token: cancel.Cancel | None = None  # the run's cancellation token
+    on_ray: bool = False
 
     @contextmanager
     def reporting(self) -> Iterator[None]:
         """Around collecting: the batches still on their way are fired when it ends, then
-        an error fires on_error (0.4: for the failing node)."""
+        an error fires on_error (0.4: for the failing node). A query that failed because
+        its run was cancelled raises the run's interrupt instead. On Ray, cancelling the
+        run tells the workers (`raise_cluster_flag`)."""
+        token = self.token
+        lower = cancel.raise_cluster_flag(token) if token and self.on_ray else (lambda: None)
         try:
             yield
         except BaseException as error:
             self._close_report()
+            if token is not None and token.cancelled and not token.forced:
+                raise token.error() from error
             if isinstance(error, ExecutionError) and self.events is not None:
                 self.events.node_error(error.node_name, error.original)
             raise
+        finally:
+            lower()
         self._close_report()
 
     def with_errors(self, frame: daft.DataFrame) -> daft.DataFrame:
@@ -353,6 +368,16 @@ class _Execution:
         if self.events is not None:  # and so a report
             self.report.drain()
             self.events.items_done(first, rows, seconds)
+
+
+def _partitions(frame: daft.DataFrame, token: cancel.Cancel | None) -> Iterator[Any]:
+    """The frame's partitions, produced in a helper thread while this thread waits (so a
+    signal's handler runs at once) and keeps SIGINT ours: Daft's native runner would
+    otherwise take Ctrl-C and drop the query's results (`cancel.reassert_signals`)."""
+    if token is None or threading.current_thread() is not threading.main_thread():
+        yield from frame.iter_partitions()
+        return
+    yield from pumped(frame.iter_partitions(), idle=cancel.reassert_signals)
 
 
 def _local(partition: Any) -> Any:

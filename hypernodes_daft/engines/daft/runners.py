@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...exceptions import ExecutionError, summarize_inputs, wrap_error
+from ...runtime import cancel
 from ...runtime.arrow_calls import as_argument, as_values
 from ...runtime.grouping import split
 from ...runtime.limits import LoopSlots
@@ -125,7 +126,10 @@ class AsyncNode:
     async def _rows(self, columns: Columns, todo: Todo, errors: Errors) -> list[Any]:
         with self.call.scope():  # entered before the tasks exist: each copies the context
             results = await self._gathered(columns, todo)
+        token = self.call.token()
         for row, result in enumerate(results):
+            if isinstance(result, asyncio.CancelledError) and token and token.cancelled:
+                result = cancel.RunCancelled(token.message())  # cancelled before it started
             if isinstance(result, Exception):
                 self.call.fail(result, columns, row, errors, todo.rows[row])
                 results[row] = None
@@ -138,10 +142,10 @@ class AsyncNode:
         slots = self._slots.here()
         func, rows = self.call.rows(columns, todo)
         if self.per_attempt:
-            return await asyncio.gather(*map(func, *rows), return_exceptions=True)
+            return await self._each(map(func, *rows))
         if slots.take(n_rows):  # the whole batch fits: no per-row wrapper
             try:
-                return await asyncio.gather(*map(func, *rows), return_exceptions=True)
+                return await self._each(map(func, *rows))
             finally:
                 slots.give(n_rows)
 
@@ -152,7 +156,16 @@ class AsyncNode:
             finally:
                 slots.give(1)
 
-        return await asyncio.gather(*map(bounded, *rows), return_exceptions=True)
+        return await self._each(map(bounded, *rows))
+
+    async def _each(self, calls: Any) -> list[Any]:
+        """Each call's result or exception; a cancelled run cancels those in flight."""
+        tasks = [asyncio.ensure_future(c) for c in calls]
+        stop = cancel.cancelling(self.call.token(), tasks)
+        try:
+            return await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            stop()
 
 
 class ArrowNode:

@@ -214,10 +214,7 @@ async def _all_at_once(
 async def _settled(tasks: list[asyncio.Future[Any]], token: cancel.Cancel | None) -> None:
     """Await `tasks`; the first failure is raised once the others are cancelled and over.
     A cancelled run cancels them too, and returns (what finished is in their results)."""
-    loop = asyncio.get_running_loop()
-    stop = (lambda: None) if token is None else token.on_cancel(
-        lambda: loop.call_soon_threadsafe(_cancel_all, tasks)
-    )
+    stop = cancel.cancelling(token, tasks)
     try:
         await asyncio.gather(*tasks)
     except (asyncio.CancelledError, cancel.RunCancelled):
@@ -225,15 +222,10 @@ async def _settled(tasks: list[asyncio.Future[Any]], token: cancel.Cancel | None
             raise
     finally:
         stop()
-        _cancel_all(tasks)
+        cancel.cancel_tasks(tasks)
         # their `finally` blocks run before the map returns (a sync call in a thread is
         # not waited for beyond the grace period)
         await asyncio.wait(tasks, timeout=cancel.GRACE)
-
-
-def _cancel_all(tasks: list[asyncio.Future[Any]]) -> None:
-    for task in tasks:
-        task.cancel()
 
 
 def _result(task: asyncio.Future[Any]) -> Any:

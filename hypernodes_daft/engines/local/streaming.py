@@ -22,7 +22,7 @@ from ...exceptions import ExecutionError
 from ...plan import iter_items
 from ...runtime import cancel
 from ...runtime.items import RunItem
-from ...runtime.loop import background_loop
+from ...runtime.loop import background_loop, hand_over
 from ...runtime.node_call import Values
 
 Streamed = tuple[int, Values]
@@ -142,10 +142,7 @@ async def astream_items(
             finished.put_nowait(None)  # this worker is done (or cancelled)
 
     workers = [asyncio.ensure_future(worker()) for _ in range(max_concurrency)]
-    loop, token = asyncio.get_running_loop(), cancel.current()
-    stop = (lambda: None) if token is None else token.on_cancel(
-        lambda: loop.call_soon_threadsafe(_cancel_all, workers)
-    )
+    stop = cancel.cancelling(cancel.current(), workers)
     running = len(workers)
     try:
         while running:
@@ -164,12 +161,7 @@ async def astream_items(
             yield index, result
     finally:
         stop()
-        _cancel_all(workers)
-
-
-def _cancel_all(tasks: list[asyncio.Future[Any]]) -> None:
-    for task in tasks:
-        task.cancel()
+        cancel.cancel_tasks(workers)
 
 
 def stream_from_loop(stream: AsyncIterator[Streamed], window: int = 1024) -> Iterator[Streamed]:
@@ -178,14 +170,6 @@ def stream_from_loop(stream: AsyncIterator[Streamed], window: int = 1024) -> Ite
     entries: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=window)
     stopped = threading.Event()
 
-    def hand_over(entry: tuple[str, Any]) -> None:  # in a helper thread when the queue is full
-        while not stopped.is_set():
-            try:
-                entries.put(entry, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
     async def pump() -> None:
         try:
             async for item in stream:
@@ -193,11 +177,11 @@ def stream_from_loop(stream: AsyncIterator[Streamed], window: int = 1024) -> Ite
                 try:
                     entries.put_nowait(entry)
                 except queue.Full:  # the consumer is behind: wait without blocking the loop
-                    await asyncio.to_thread(hand_over, entry)
+                    await asyncio.to_thread(hand_over, entries, entry, stopped)
             outcome: tuple[str, Any] = ("done", None)
         except Exception as error:
             outcome = ("error", error)
-        await asyncio.to_thread(hand_over, outcome)
+        await asyncio.to_thread(hand_over, entries, outcome, stopped)
 
     pumping = asyncio.run_coroutine_threadsafe(pump(), background_loop())
     try:
