@@ -31,6 +31,7 @@ from typing import Any
 
 from ._local_only import keep_local
 from .resources import format_bytes
+from .results import CANCELLED
 
 
 class UsageError(Exception):
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     keep_local()  # before Daft or Ray is imported
     try:
         return args.command(args)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the command said what it kept
+        return 130
     except Exception as error:  # one line for the user; the traceback on request
         if args.debug:
             traceback.print_exc()
@@ -65,21 +68,27 @@ def run_command(args: argparse.Namespace) -> int:
     callbacks = [metrics] if args.no_progress else [ProgressCallback(file=sys.stderr), metrics]
     tolerant = {} if args.on_error == "raise" else {"on_error": args.on_error}
     started = time.perf_counter()
-    files = write_parquet(
-        pipeline,
-        inputs,
-        args.output,
-        map_over=map_over,
-        output_name=args.outputs or None,
-        engine=make_engine(args, callbacks),
-        write_mode="overwrite",
-        **tolerant,
-    )
+    try:
+        files = write_parquet(
+            pipeline,
+            inputs,
+            args.output,
+            map_over=map_over,
+            output_name=args.outputs or None,
+            engine=make_engine(args, callbacks),
+            write_mode="overwrite",
+            **tolerant,
+        )
+    except KeyboardInterrupt:
+        _interrupted_without_output(args, metrics)
+        raise
     elapsed = time.perf_counter() - started
     rows = count_rows(files)
     failures = _failures(files) if tolerant else []
+    cancelled = [f for f in failures if f["error_type"] == CANCELLED]
+    failures = [f for f in failures if f["error_type"] != CANCELLED]
     total = dataset.frame.count_rows() if tolerant else rows
-    skipped = total - rows  # rows failed under "skip" are not written
+    skipped = total - rows - len(cancelled)  # rows failed under "skip" are not written
     print(f"rows:     {rows}")
     print(f"time:     {elapsed:.2f} s ({rows / elapsed:,.0f} rows/s)" if elapsed else "")
     print(f"mapped:   {', '.join(map_over)}")
@@ -87,7 +96,27 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"\nper node (calls computed, cache hits, time):\n{metrics.table()}")
     if failures or skipped:
         print(f"\n{_failure_line(failures, total, skipped)}")
+    if cancelled:
+        finished = rows - len(cancelled) - len(failures)
+        print(
+            f"\ninterrupted: {finished} of {total} rows finished and were kept (written, and "
+            f"in the cache when --cache is given); {len(cancelled)} cancelled rows are written "
+            "with a Cancelled _error record: run the command again to compute them"
+        )
+        return 130
     return 0
+
+
+def _interrupted_without_output(args: argparse.Namespace, metrics: Any) -> None:
+    """What an interrupted run without on_error collect kept: no output, the calls made."""
+    calls = sum(stats["calls"] for stats in metrics.summary().values())
+    kept = f"in the cache {args.cache}" if args.cache else "nowhere (no --cache was given)"
+    print(
+        f"interrupted: nothing written to {args.output}; {calls} node calls finished and "
+        f"were kept {kept}. With --on-error collect the finished rows are written, and "
+        "with --cache a re-run computes only the rest",
+        file=sys.stderr,
+    )
 
 
 def _failures(files: list[str]) -> list[dict[str, Any]]:

@@ -5,8 +5,10 @@ tests/test_cancel.py, which interrupts it half-way (SIGINT or SIGTERM).
 
 Each node call appends a line to LOG_DIR/calls (its start with the time), LOG_DIR/done
 (when it returns) and for the async node, in its `finally`, to LOG_DIR/finally;
-LOG_DIR/stopped gets the time the map returned or raised; LOG_DIR/children gets the pids of the worker processes. The results go to
-stdout as one JSON line: the outputs of the finished items and the indices cancelled.
+LOG_DIR/stopped gets the time the map returned or raised; LOG_DIR/children the pids of
+the processes the calls ran in. The results go to stdout as one JSON line: the outputs of
+the finished items and the indices cancelled. ENGINE "ray" runs on the cluster at
+$HYPERNODES_TEST_RAY_ADDRESS.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ ENGINES = {
     "async": lambda: HypernodesEngine(map_executor="async", max_concurrency=4),
     "parallel": lambda: HypernodesEngine(map_executor="parallel", max_workers=2),
     "daft": lambda: DaftEngine(max_concurrency=4),
+    "ray": lambda: DaftEngine(
+        runner="ray", address=os.environ["HYPERNODES_TEST_RAY_ADDRESS"], max_concurrency=4
+    ),
 }
 
 if __name__ == "__main__":
@@ -65,5 +70,12 @@ if __name__ == "__main__":
         results = pipeline.map(inputs={"x": list(range(N))}, map_over="x", on_error=on_error)
     finally:
         log("stopped", str(time.time()))
-    print(json.dumps({"ok": {i: r for i, r in enumerate(results) if "_error" not in r},
-                      "cancelled": [c.index for c in results.cancelled]}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ok": {i: r for i, r in enumerate(results) if "_error" not in r},
+                "cancelled": [c.index for c in results.cancelled],
+            }
+        ),
+        flush=True,
+    )

@@ -7,13 +7,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from _interrupting import (
+    N,
+    check_interrupted_run,
+    interrupt_half_way,
+    lines,
+    rerun_computes_only_the_rest,
+)
 
 from hypernodes_daft import (
     DaftEngine,
@@ -25,82 +32,7 @@ from hypernodes_daft import (
 from hypernodes_daft.results import Cancelled
 from hypernodes_daft.runtime.cancel import DeadlineExceeded
 
-SCRIPT = Path(__file__).with_name("_interrupted_map.py")
-N = 16  # items; each makes an async call of 0.3 s and a sync one of 0.1 s
 LOCAL = ["sequential", "threaded", "async", "parallel", "daft"]
-
-
-def lines(log: Path, name: str) -> list[str]:
-    path = log / name
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def start(engine: str, cache: Path, log: Path, collect: bool) -> subprocess.Popen:
-    args = [sys.executable, str(SCRIPT), engine, str(cache), str(log), str(N)]
-    return subprocess.Popen(
-        [*args, *(["collect"] if collect else [])],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def interrupt_half_way(
-    engine: str, tmp_path: Path, collect: bool, signum: int = signal.SIGINT
-) -> tuple[subprocess.Popen, float, str, str, Path]:
-    """Run the map in its own process and send `signum` once half its calls were made;
-    returns the process, when the signal was sent, its output and its log."""
-    log, cache = tmp_path / "log", tmp_path / "cache"
-    log.mkdir()
-    process = start(engine, cache, log, collect)
-    limit = time.monotonic() + 120
-    while len(lines(log, "done")) < N and time.monotonic() < limit:
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        time.sleep(0.01)
-    sent = time.time()
-    process.send_signal(signum)
-    out, err = process.communicate(timeout=60)
-    return process, sent, out, err, log
-
-
-def check_interrupted_run(engine: str, tmp_path: Path, sent: float, log: Path) -> int:
-    """What every engine must keep to: stopped within the bound, no call started after
-    the signal, every async call's finally ran, the cache holds exactly the finished
-    calls, no worker process left; returns how many calls finished."""
-    stopped = float(lines(log, "stopped")[0])
-    assert stopped - sent <= 2.0, f"{engine}: took {stopped - sent:.2f} s to stop"
-    starts = [float(line.split()[2]) for line in lines(log, "calls")]
-    assert max(starts) <= sent + 0.05, "a node call started after the signal"
-    fetches = {line.split()[1] for line in lines(log, "calls") if line.startswith("fetch")}
-    assert {line.split()[1] for line in lines(log, "finally")} == fetches
-    done = lines(log, "done")
-    assert len(DiskCache(tmp_path / "cache")) == len(done) == len(set(done))
-    assert 0 < len(done) < 2 * N
-    for pid in {int(p) for p in lines(log, "children")} - {int(lines(log, "started")[0])}:
-        assert not _alive(pid), f"worker process {pid} outlived the run"
-    return len(done)
-
-
-def rerun_computes_only_the_rest(engine: str, tmp_path: Path, finished: int) -> None:
-    log = tmp_path / "log"
-    for name in ("calls", "done", "finally", "stopped"):
-        (log / name).unlink(missing_ok=True)
-    again = start(engine, tmp_path / "cache", log, collect=True)
-    out, err = again.communicate(timeout=120)
-    assert again.returncode == 0, err[-3000:]
-    outputs = json.loads(out)
-    assert outputs["cancelled"] == []
-    assert outputs["ok"] == {str(x): {"fetched": x * 10, "squared": (x * 10) ** 2} for x in range(N)}
-    assert len(lines(log, "done")) == 2 * N - finished  # nothing stored is called again
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "zombie" not in status.read_text()
 
 
 @pytest.mark.parametrize("engine", LOCAL)
@@ -134,3 +66,214 @@ def test_sigterm_stops_the_map_as_ctrl_c_does(engine, tmp_path):
     assert process.returncode == 0, err[-3000:]
     assert json.loads(out)["cancelled"]
     check_interrupted_run(engine, tmp_path, sent, log)
+
+
+SLOW_PIPELINE = """
+import os, time
+from hypernodes_daft import Pipeline, node
+
+@node(output_name="doubled")
+def double(x: int) -> int:
+    with open(os.environ["CALLS_LOG"], "a") as log:
+        log.write(f"{x}\\n")
+    time.sleep(0.1)
+    return 2 * x
+
+pipeline = Pipeline(nodes=[double])
+"""
+
+
+@pytest.mark.parametrize("engine", ["local", "daft"])
+def test_the_cli_run_interrupted_writes_what_finished_and_exits_130(engine, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "pipe.py").write_text(SLOW_PIPELINE)
+    pq.write_table(pa.table({"x": list(range(40))}), tmp_path / "in.parquet")
+    calls = tmp_path / "calls"
+    command = [sys.executable, "-m", "hypernodes_daft.cli", "run", "pipe.py:pipeline"]
+    command += ["--input", "in.parquet", "--output", "out", "--engine", engine]
+    command += ["--cache", "cache", "--on-error", "collect", "--no-progress"]
+    env = {**os.environ, "CALLS_LOG": str(calls)}
+    run = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    limit = time.monotonic() + 120
+    while len(lines(tmp_path, "calls")) < 10 and time.monotonic() < limit:
+        assert run.poll() is None
+        time.sleep(0.01)
+    run.send_signal(signal.SIGINT)
+    out, _ = run.communicate(timeout=60)
+    assert run.returncode == 130
+    finished = int(re.search(r"interrupted: (\d+) of 40 rows finished", out)[1])
+    table = pq.read_table(tmp_path / "out").to_pylist()
+    done = [row for row in table if row["_error"] is None]
+    assert len(done) == finished and 0 < finished < 40
+    assert all(row["doubled"] == 2 * row["x"] for row in done)
+    assert {row["_error"]["error_type"] for row in table if row["_error"]} == {"Cancelled"}
+
+    calls.unlink()
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert len(lines(tmp_path, "calls")) <= 40 - finished  # the finished ones: cached
+    assert sorted(r["doubled"] for r in pq.read_table(tmp_path / "out").to_pylist()) == [
+        2 * x for x in range(40)
+    ]
+
+
+def test_the_cli_run_interrupted_without_collect_says_what_it_kept_and_exits_130(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "pipe.py").write_text(SLOW_PIPELINE)
+    pq.write_table(pa.table({"x": list(range(40))}), tmp_path / "in.parquet")
+    command = [sys.executable, "-m", "hypernodes_daft.cli", "run", "pipe.py:pipeline"]
+    command += ["--input", "in.parquet", "--output", "out", "--cache", "cache", "--no-progress"]
+    env = {**os.environ, "CALLS_LOG": str(tmp_path / "calls")}
+    run = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    limit = time.monotonic() + 120
+    while len(lines(tmp_path, "calls")) < 10 and time.monotonic() < limit:
+        assert run.poll() is None
+        time.sleep(0.01)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130
+    assert "interrupted: nothing written to out" in err
+    assert "Traceback" not in err and "FATAL" not in err
+    assert 10 <= len(DiskCache(tmp_path / "cache")) < 40  # the finished calls are kept
+
+
+# -- deadlines, cancelled tasks, retry: in this process -------------------------------------
+
+
+@node(output_name="y")
+async def wait_50ms(x: int) -> int:
+    await asyncio.sleep(0.05)
+    return x + 1
+
+
+@node(output_name="y")
+def block_50ms(x: int) -> int:
+    time.sleep(0.05)
+    return x + 1
+
+
+DEADLINE_ENGINES = {
+    "async": lambda: (HypernodesEngine(map_executor="async", max_concurrency=20), wait_50ms),
+    "threaded": lambda: (HypernodesEngine(map_executor="threaded", max_workers=20), block_50ms),
+    "daft": lambda: (DaftEngine(max_concurrency=20), wait_50ms),
+}
+
+
+@pytest.mark.parametrize("name", list(DEADLINE_ENGINES))
+def test_a_deadline_returns_on_time_with_cancelled_records_for_the_rest(name):
+    engine, slow = DEADLINE_ENGINES[name]()
+    pipeline = Pipeline(nodes=[slow], engine=engine)
+    started = time.monotonic()
+    results = pipeline.map(
+        inputs={"x": list(range(1000))}, map_over="x", on_error="collect", deadline=1.0
+    )
+    assert time.monotonic() - started <= 2.0  # the deadline + 1 s
+    assert len(results) == 1000 and not results.errors
+    assert 0 < len(results.ok) < 1000  # 1,000 x 50 ms at 20 in flight take 2.5 s
+    assert len(results.ok) + len(results.cancelled) == 1000
+    for index, outputs in enumerate(results):
+        record = outputs.get("_error")
+        assert outputs == {"y": index + 1} if record is None else record.index == index
+    assert all("deadline of 1 s" in c.message for c in results.cancelled)
+
+
+def test_a_deadline_without_collect_raises_deadline_exceeded():
+    pipeline = Pipeline(nodes=[wait_50ms], engine=HypernodesEngine(map_executor="async"))
+    with pytest.raises(DeadlineExceeded, match="deadline of 0.3 s"):
+        pipeline.map(inputs={"x": list(range(1000))}, map_over="x", deadline=0.3)
+
+
+def test_retry_runs_the_cancelled_items_and_the_cache_spares_the_finished(tmp_path):
+    calls: list[int] = []
+
+    @node(output_name="y")
+    async def counted(x: int) -> int:
+        calls.append(x)
+        await asyncio.sleep(0.05)
+        return x * 3
+
+    engine = HypernodesEngine(map_executor="async", max_concurrency=10)
+    pipeline = Pipeline(nodes=[counted], engine=engine, cache=DiskCache(tmp_path))
+    results = pipeline.map(
+        inputs={"x": list(range(200))}, map_over="x", on_error="collect", deadline=0.4
+    )
+    assert results.cancelled and all(isinstance(c, Cancelled) for c in results.cancelled)
+    finished, before = len(results.ok), len(calls)
+    again = results.retry()
+    assert again == [{"y": x * 3} for x in range(200)]
+    assert not again.cancelled and not again.errors
+    assert len(calls) - before == 200 - finished  # the finished ones come from the cache
+
+
+def test_iter_map_with_a_deadline_streams_what_finished_then_the_cancelled():
+    pipeline = Pipeline(nodes=[wait_50ms], engine=HypernodesEngine(map_executor="async"))
+    seen = dict(
+        pipeline.iter_map(
+            inputs={"x": list(range(3000))}, map_over="x", on_error="collect", deadline=0.3
+        )
+    )
+    assert sorted(seen) == list(range(3000))
+    cancelled = [i for i, outputs in seen.items() if "_error" in outputs]
+    assert cancelled and len(cancelled) < 3000
+    assert all(isinstance(seen[i]["_error"], Cancelled) for i in cancelled)
+
+
+def test_cancelling_the_task_awaiting_amap_runs_the_finally_blocks_and_raises(tmp_path):
+    ended: list[int] = []
+
+    @node(output_name="y")
+    async def tidy(x: int) -> int:
+        try:
+            await asyncio.sleep(0.05 if x < 5 else 30)
+            return x
+        finally:
+            ended.append(x)
+
+    engine = HypernodesEngine(map_executor="async", max_concurrency=20)
+    pipeline = Pipeline(nodes=[tidy], engine=engine, cache=DiskCache(tmp_path))
+
+    async def main() -> None:
+        task = asyncio.ensure_future(pipeline.amap(inputs={"x": list(range(20))}, map_over="x"))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert sorted(ended) == list(range(20))  # every call's finally ran before it raised
+
+    asyncio.run(main())
+    assert len(DiskCache(tmp_path)) == 5  # the calls that finished are kept
+
+
+def test_a_bad_deadline_is_an_error_naming_the_pipeline():
+    pipeline = Pipeline(nodes=[wait_50ms], name="fetcher")
+    with pytest.raises(ValueError, match="pipeline 'fetcher': deadline must be .* got -1"):
+        pipeline.map(inputs={"x": [1]}, map_over="x", deadline=-1)
+
+
+def test_a_second_ctrl_c_stops_waiting_for_sync_calls_in_flight():
+    @node(output_name="y")
+    def stuck(x: int) -> int:
+        time.sleep(3)
+        return x
+
+    pipeline = Pipeline(nodes=[stuck], engine=HypernodesEngine(map_executor="threaded"))
+
+    def press_twice() -> None:
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGINT)  # cancel: the calls in flight get a grace period
+        time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)  # stop now
+
+    import threading
+
+    threading.Thread(target=press_twice).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.map(inputs={"x": list(range(4))}, map_over="x", on_error="collect")
+    assert time.monotonic() - started < 1.0  # not the 1 s grace, not the 3 s calls

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -125,7 +125,8 @@ class DaftEngine:
             frame = self._outputs(frame, plan.outputs, names, (), execution)
             if not self.collect:
                 return frame
-            (outputs,) = list(_items(frame.to_pydict(), plan.outputs, None))
+            (columns,) = _drained(_called(frame.to_pydict), execution.token)
+            (outputs,) = list(_items(columns, plan.outputs, None))
         if events:
             events.item_end(None, outputs, started)
         return outputs
@@ -157,7 +158,7 @@ class DaftEngine:
         with observed_map(execution.events, plan.n_items), execution.reporting():
             frame = self._lazy_map(plan, inputs, (), execution)
             index, started = 0, time.perf_counter()
-            for partition in _partitions(frame, execution.token):
+            for partition in _drained(frame.iter_partitions(), execution.token):
                 columns = _local(partition).to_pydict()
                 del partition  # only the Python values of a partition are held
                 rows = len(next(iter(columns.values()))) if columns else 0
@@ -185,7 +186,9 @@ class DaftEngine:
         with observed_map(execution.events, plan.n_items), execution.reporting():
             started = time.perf_counter()
             frame = self._lazy_map(plan, inputs, None, execution)
-            files = list(frame.write_parquet(path, **options).to_pydict()["path"])
+            write = _called(lambda: frame.write_parquet(path, **options).to_pydict())
+            (written,) = _drained(write, execution.token)
+            files = list(written["path"])
             seconds = time.perf_counter() - started
             if execution.events is not None:
                 execution.partition_done(0, count_rows(files), seconds)
@@ -370,14 +373,18 @@ class _Execution:
             self.events.items_done(first, rows, seconds)
 
 
-def _partitions(frame: daft.DataFrame, token: cancel.Cancel | None) -> Iterator[Any]:
-    """The frame's partitions, produced in a helper thread while this thread waits (so a
-    signal's handler runs at once) and keeps SIGINT ours: Daft's native runner would
+def _drained(stream: Iterator[Any], token: cancel.Cancel | None) -> Iterator[Any]:
+    """`stream` (a query's results), produced in a helper thread while this thread waits,
+    so a signal's handler runs at once, keeping SIGINT ours: Daft's native runner would
     otherwise take Ctrl-C and drop the query's results (`cancel.reassert_signals`)."""
     if token is None or threading.current_thread() is not threading.main_thread():
-        yield from frame.iter_partitions()
-        return
-    yield from pumped(frame.iter_partitions(), idle=cancel.reassert_signals)
+        return stream
+    return pumped(stream, idle=cancel.reassert_signals)
+
+
+def _called(call: Callable[[], Any]) -> Iterator[Any]:
+    """`call()` as a one-entry stream, made when the stream is read (for `_drained`)."""
+    yield call()
 
 
 def _local(partition: Any) -> Any:
