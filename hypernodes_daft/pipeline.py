@@ -91,8 +91,7 @@ class Pipeline:
         With on_error "skip" or "collect", a failure returns `{"_error": ErrorRecord}`."""
         values = self._merged(inputs)
         plan = self._plan(frozenset(values), output_name)
-        with cancellable():  # Ctrl-C or SIGTERM: in-flight async calls are cancelled
-            return (engine or self.engine).run(plan, values, **self._options(on_error))
+        return (engine or self.engine).run(plan, values, **self._options(on_error))
 
     def map(
         self,
@@ -180,8 +179,7 @@ class Pipeline:
         """`run` for async code: `await pipeline.arun(inputs={...})`."""
         values = self._merged(inputs)
         plan = self._plan(frozenset(values), output_name)
-        with cancellable():
-            return await (engine or self.engine).arun(plan, values, **self._options(on_error))
+        return await (engine or self.engine).arun(plan, values, **self._options(on_error))
 
     async def amap(
         self,

@@ -277,3 +277,50 @@ def test_a_second_ctrl_c_stops_waiting_for_sync_calls_in_flight():
     with pytest.raises(KeyboardInterrupt):
         pipeline.map(inputs={"x": list(range(4))}, map_over="x", on_error="collect")
     assert time.monotonic() - started < 1.0  # not the 1 s grace, not the 3 s calls
+
+
+def test_a_handler_of_the_users_is_kept_and_python_s_is_restored_after_the_map():
+    seen = []
+
+    @node(output_name="y")
+    def look(x: int) -> int:
+        seen.append(signal.getsignal(signal.SIGINT))
+        return x
+
+    pipeline = Pipeline(nodes=[look])
+    pipeline.map(inputs={"x": [1]}, map_over="x")
+    assert seen[-1] is not signal.default_int_handler  # ours while the map runs
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+    def mine(signum, frame):
+        raise RuntimeError("the user's")
+
+    previous = signal.signal(signal.SIGINT, mine)
+    try:
+        pipeline.map(inputs={"x": [1]}, map_over="x")
+        assert seen[-1] is mine
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_cancelled_nested_map_cancels_its_outer_item_not_a_partial_result():
+    @node(output_name="y")
+    async def inner_slow(x: int) -> int:
+        await asyncio.sleep(0.02)
+        return x
+
+    inner = Pipeline(nodes=[inner_slow]).as_node(
+        input_mapping={"xs": "x"}, output_mapping={"y": "ys"}, map_over="xs"
+    )
+
+    @node(output_name="total")
+    def add_up(ys: list) -> int:
+        return sum(ys)
+
+    engine = HypernodesEngine(map_executor="async", node_executor="async", max_concurrency=4)
+    pipeline = Pipeline(nodes=[inner, add_up], engine=engine)
+    inputs = {"xs": [list(range(50))] * 40}  # 0.26 s an item, 4 in flight: 2.6 s in all
+    results = pipeline.map(inputs=inputs, map_over="xs", on_error="collect", deadline=1.5)
+    assert results.cancelled
+    for outputs in results:
+        assert "_error" in outputs or outputs == {"ys": list(range(50)), "total": 1225}

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import os
 import signal
 import sys
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -45,6 +45,9 @@ REASONS = {
     "terminate": "terminated (SIGTERM)",
     "task": "the task awaiting the run was cancelled",
 }
+
+
+_ids = itertools.count()
 
 
 class RunCancelled(Exception):
@@ -69,7 +72,8 @@ class Cancel:
     (`GRACE`)."""
 
     def __init__(self, deadline: float | None = None):
-        self.id = uuid.uuid4().hex
+        # unique among this driver's runs (on Ray, a job's named actors are its own)
+        self.id = f"{os.getpid()}-{next(_ids)}"
         self.deadline = deadline
         self.reason: str | None = None
         self.cancelled_at: float | None = None

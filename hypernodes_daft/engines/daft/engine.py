@@ -115,6 +115,12 @@ class DaftEngine:
         on_error: str = "raise",
     ) -> Any:
         """One item: a one-row frame whose inputs are all constants."""
+        with cancel.cancellable():  # Ctrl-C stops the query (not Daft: it drops the results)
+            return self._run(plan, inputs, cache, callbacks, on_error)
+
+    def _run(
+        self, plan: RunPlan, inputs: dict[str, Any], cache: Any, callbacks: Any, on_error: str
+    ) -> Any:
         execution = self._execution(plan, cache, callbacks, on_error)
         events = execution.events
         started = events.item_start(None, inputs) if events and self.collect else 0.0
