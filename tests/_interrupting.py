@@ -48,7 +48,7 @@ def interrupt_half_way(
     log.mkdir()
     process = start(engine, cache, log, collect, env)
     limit = time.monotonic() + 120
-    while len(lines(log, "done")) < N and time.monotonic() < limit:
+    while not _half_way(lines(log, "done")) and time.monotonic() < limit:
         assert process.poll() is None, process.communicate()[1][-3000:]
         time.sleep(0.01)
     sent = time.time()
@@ -102,3 +102,9 @@ def _alive(pid: int) -> bool:
         return False
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "zombie" not in status.read_text()
+
+
+def _half_way(done: list[str]) -> bool:
+    """Half the calls made, and some items finished (DaftEngine makes a batch's fetches
+    before its squares: the items finish with their squares)."""
+    return len(done) >= N and sum(line.startswith("square") for line in done) >= 2

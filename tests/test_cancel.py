@@ -83,6 +83,21 @@ pipeline = Pipeline(nodes=[double])
 """
 
 
+def interrupt_cli(
+    command: list[str], tmp_path, env: dict[str, str]
+) -> tuple[subprocess.Popen, str, str]:
+    """Run the CLI and press Ctrl-C once 10 calls were made; its output."""
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    run = subprocess.Popen(command, cwd=tmp_path, env=env, text=True, **pipes)
+    limit = time.monotonic() + 120
+    while len(lines(tmp_path, "calls")) < 10 and time.monotonic() < limit:
+        assert run.poll() is None
+        time.sleep(0.01)
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=60)
+    return run, out, err
+
+
 @pytest.mark.parametrize("engine", ["local", "daft"])
 def test_the_cli_run_interrupted_writes_what_finished_and_exits_130(engine, tmp_path):
     import pyarrow as pa
@@ -95,13 +110,7 @@ def test_the_cli_run_interrupted_writes_what_finished_and_exits_130(engine, tmp_
     command += ["--input", "in.parquet", "--output", "out", "--engine", engine]
     command += ["--cache", "cache", "--on-error", "collect", "--no-progress"]
     env = {**os.environ, "CALLS_LOG": str(calls)}
-    run = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
-    limit = time.monotonic() + 120
-    while len(lines(tmp_path, "calls")) < 10 and time.monotonic() < limit:
-        assert run.poll() is None
-        time.sleep(0.01)
-    run.send_signal(signal.SIGINT)
-    out, _ = run.communicate(timeout=60)
+    run, out, _ = interrupt_cli(command, tmp_path, env)
     assert run.returncode == 130
     finished = int(re.search(r"interrupted: (\d+) of 40 rows finished", out)[1])
     table = pq.read_table(tmp_path / "out").to_pylist()
@@ -128,15 +137,7 @@ def test_the_cli_run_interrupted_without_collect_says_what_it_kept_and_exits_130
     command = [sys.executable, "-m", "hypernodes_daft.cli", "run", "pipe.py:pipeline"]
     command += ["--input", "in.parquet", "--output", "out", "--cache", "cache", "--no-progress"]
     env = {**os.environ, "CALLS_LOG": str(tmp_path / "calls")}
-    run = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    limit = time.monotonic() + 120
-    while len(lines(tmp_path, "calls")) < 10 and time.monotonic() < limit:
-        assert run.poll() is None
-        time.sleep(0.01)
-    run.send_signal(signal.SIGINT)
-    _, err = run.communicate(timeout=60)
+    run, _, err = interrupt_cli(command, tmp_path, env)
     assert run.returncode == 130
     assert "interrupted: nothing written to out" in err
     assert "Traceback" not in err and "FATAL" not in err

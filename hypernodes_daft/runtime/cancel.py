@@ -43,7 +43,6 @@ GRACE = 1.0  # seconds a cancelled run waits for sync calls in flight before lea
 REASONS = {
     "interrupt": "interrupted (SIGINT, Ctrl-C)",
     "terminate": "terminated (SIGTERM)",
-    "task": "the task awaiting the run was cancelled",
 }
 
 
@@ -131,55 +130,75 @@ class Cancel:
         """What a run that keeps no records raises once it stopped."""
         if self.reason == "deadline":
             return DeadlineExceeded(f"map stopped: {self.message()}")
-        if self.reason == "task":
-            return asyncio.CancelledError()
         return KeyboardInterrupt()
 
 
-class FileCancel(Cancel):
-    """A worker process's view of its driver's token: cancelled once the driver creates
-    the flag file (`flag_path`), checked at most every 20 ms."""
+class PolledCancel(Cancel):
+    """Another process's token as seen here: cancelled once `told()` gives the driver's
+    message, asked at most every `interval` seconds (the runtime asks before each call)."""
+
+    interval = 0.02
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._asked = 0.0
+        self._message = ""
+
+    @property
+    def cancelled(self) -> bool:
+        if self.reason is None:
+            now = time.monotonic()
+            if now - self._asked > self.interval:
+                self._asked = now
+                told = self.told()
+                if told is not None:
+                    self._message = told
+                    self.cancel("driver")
+        return self.reason is not None
+
+    def message(self) -> str:
+        return self._message
+
+    def told(self) -> str | None:
+        """The driver's message once its run is cancelled, else None."""
+        raise NotImplementedError
+
+
+class FileCancel(PolledCancel):
+    """A process worker's view of its driver's token: the driver creates the flag file
+    `path` when the run is cancelled."""
 
     def __init__(self, path: str):
         super().__init__()
         self.path = path
-        self._checked = 0.0
 
-    @property
-    def cancelled(self) -> bool:
-        if self.reason is None:
-            now = time.monotonic()
-            if now - self._checked > 0.02:
-                self._checked = now
-                if os.path.exists(self.path):
-                    self.cancel("interrupt")
-        return self.reason is not None
+    def told(self) -> str | None:
+        try:
+            with open(self.path) as flag:
+                return flag.read()
+        except FileNotFoundError:
+            return None
 
 
-class ClusterCancel(Cancel):
-    """A Ray worker's view of its driver's token: cancelled once the driver has started
-    the named actor `flag_name(id)` (`raise_cluster_flag`), looked up at most every
-    0.25 s. Its existence is the message: workers need no channel of their own."""
+class ClusterCancel(PolledCancel):
+    """A Ray worker's view of its driver's token: the driver starts the named actor
+    `flag_name(id)` when the run is cancelled (`raise_cluster_flag`). Its existence is the
+    message: the workers need no channel of their own."""
+
+    interval = 0.25  # a lookup asks the cluster's control store
 
     def __init__(self, token_id: str):
         super().__init__()
         self.id = token_id
-        self._checked = 0.0
 
-    @property
-    def cancelled(self) -> bool:
-        if self.reason is None:
-            now = time.monotonic()
-            if now - self._checked > 0.25:
-                self._checked = now
-                import ray
+    def told(self) -> str | None:
+        import ray
 
-                try:
-                    ray.get_actor(flag_name(self.id))
-                except ValueError:  # not started: the run goes on
-                    return False
-                self.cancel("interrupt")
-        return self.reason is not None
+        try:
+            flag = ray.get_actor(flag_name(self.id))
+        except ValueError:  # not started: the run goes on
+            return None
+        return ray.get(flag.message.remote())
 
 
 def flag_name(token_id: str) -> str:
@@ -189,8 +208,11 @@ def flag_name(token_id: str) -> str:
 class _Flag:
     """The actor whose existence tells a cluster's workers that a run was cancelled."""
 
-    def ready(self) -> bool:
-        return True
+    def __init__(self, message: str):
+        self._message = message
+
+    def message(self) -> str:
+        return self._message
 
 
 def raise_cluster_flag(token: Cancel) -> Callable[[], None]:
@@ -201,8 +223,9 @@ def raise_cluster_flag(token: Cancel) -> Callable[[], None]:
     def start() -> None:
         import ray
 
-        actor = ray.remote(num_cpus=0)(_Flag).options(name=flag_name(token.id)).remote()
-        ray.get(actor.ready.remote())
+        flag = ray.remote(num_cpus=0)(_Flag).options(name=flag_name(token.id))
+        actor = flag.remote(token.message())
+        ray.get(actor.message.remote())  # started: the workers can find it
         started.append(actor)
 
     def in_thread() -> None:
@@ -278,8 +301,8 @@ def watching(token: Cancel | None) -> Iterator[None]:
     """Work here for `token`'s run: a coroutine on another thread's loop, a worker
     process (its `FileCancel`)."""
     global _any_cancelled
-    if isinstance(token, FileCancel):
-        _any_cancelled = True  # a FileCancel is cancelled by reading it
+    if isinstance(token, PolledCancel):
+        _any_cancelled = True  # such a token is cancelled by asking it
     reset = _CURRENT.set(token)
     try:
         yield

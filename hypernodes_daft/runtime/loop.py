@@ -92,20 +92,30 @@ def pumped(
 
     threading.Thread(target=pump, name="hypernodes-pump", daemon=True).start()
     try:
-        while True:
-            try:
-                kind, payload = entries.get(timeout=every)
-            except queue.Empty:
-                idle()
-                continue
-            if kind == "item":
-                yield payload
-            elif kind == "error":
-                raise payload
-            else:
-                return
+        yield from received(entries, idle, every)
     finally:
         stopped.set()
+
+
+def received(
+    entries: queue.Queue[tuple[str, Any]],
+    idle: Callable[[], None] | None = None,
+    every: float = 0.1,
+) -> Iterator[Any]:
+    """The entries a producer hands over: `("item", x)` yields x, `("error", e)` raises e,
+    `("done", None)` ends; `idle()` every `every` seconds spent waiting (if given)."""
+    while True:
+        try:
+            kind, payload = entries.get(timeout=None if idle is None else every)
+        except queue.Empty:
+            idle()  # type: ignore[misc]
+            continue
+        if kind == "item":
+            yield payload
+        elif kind == "error":
+            raise payload
+        else:
+            return
 
 
 def hand_over(entries: queue.Queue[Any], entry: Any, stopped: threading.Event) -> bool:

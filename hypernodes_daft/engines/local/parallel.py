@@ -105,11 +105,14 @@ class _Work:
         # the workers stop between items once this file exists (made when `token` is
         # cancelled): a flag every worker process reads without a channel to the driver
         self.flag = os.path.join(tempfile.gettempdir(), f"hypernodes-cancel-{uuid.uuid4().hex}")
-        self._unhook = (lambda: None) if token is None else token.on_cancel(self._raise_flag)
+        self._unhook = (
+            (lambda: None) if token is None else token.on_cancel(lambda: self._raise_flag(token))
+        )
 
-    def _raise_flag(self) -> None:
-        with open(self.flag, "w"):
-            pass
+    def _raise_flag(self, token: cancel.Cancel) -> None:
+        with open(f"{self.flag}.new", "w") as flag:
+            flag.write(token.message())
+        os.replace(f"{self.flag}.new", self.flag)  # whole when a worker reads it
 
     def close(self) -> None:
         self._unhook()

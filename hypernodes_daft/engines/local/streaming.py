@@ -22,7 +22,7 @@ from ...exceptions import ExecutionError
 from ...plan import iter_items
 from ...runtime import cancel
 from ...runtime.items import RunItem
-from ...runtime.loop import background_loop, hand_over
+from ...runtime.loop import background_loop, hand_over, received
 from ...runtime.node_call import Values
 
 Streamed = tuple[int, Values]
@@ -185,14 +185,7 @@ def stream_from_loop(stream: AsyncIterator[Streamed], window: int = 1024) -> Ite
 
     pumping = asyncio.run_coroutine_threadsafe(pump(), background_loop())
     try:
-        while True:
-            kind, payload = entries.get()
-            if kind == "item":
-                yield payload
-            elif kind == "error":
-                raise payload
-            else:
-                return
+        yield from received(entries)
     finally:
         stopped.set()
         pumping.cancel()  # the stream's workers are cancelled with it
