@@ -16,7 +16,7 @@ pipeline.run(inputs={"x": 5}, output_name="doubled")  # only `double` runs
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .dataset import Column, as_inputs, materialize
@@ -100,6 +100,7 @@ class Pipeline:
         output_name: str | list[str] | None = None,
         engine: Engine | None = None,
         on_error: str = "raise",
+        priority: str | Callable[[dict[str, Any]], float] | None = None,
     ) -> MapResults:
         """Run the pipeline once per item of the `map_over` lists; one dict per item, in order.
 
@@ -112,10 +113,16 @@ class Pipeline:
         "raise" stops the map; "collect" records the failure as the item's result
         (`{"_error": ErrorRecord}`) and goes on; "skip" leaves the item out. The results
         list the failures (`.errors`) and re-run them (`.retry()`): see results.py.
+
+        `priority` decides which items go first whenever they wait (to start, for a node's
+        `max_concurrency` slot or `rate_limit` turn): the name of an item input holding a
+        number, or a function of an item's inputs returning one; higher first, added to
+        each node's own `priority`. Results stay in item order. See docs/concurrency.md.
         """
         call = self._map_call(inputs, map_over, map_mode, output_name, engine)
         engine, plan, values = call
-        results = engine.map(plan, values, **self._options(on_error))
+        options = self._options(on_error) | self._priority(priority, values)
+        results = engine.map(plan, values, **options)
         return self._map_results(results, call, output_name, on_error)
 
     def iter_map(
@@ -126,6 +133,7 @@ class Pipeline:
         output_name: str | list[str] | None = None,
         engine: Engine | None = None,
         on_error: str = "raise",
+        priority: str | Callable[[dict[str, Any]], float] | None = None,
     ) -> Iterator[tuple[int, dict[str, Any]]]:
         """`map`, streamed: `(index, outputs)` per item as soon as it is done, without
         holding every result (a million-item stream stays in bounded memory). Sequential
@@ -138,7 +146,8 @@ class Pipeline:
                 save(index, outputs)
         """
         engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        return _without_skipped(engine.iter_map(plan, values, **self._options(on_error)))
+        options = self._options(on_error) | self._priority(priority, values)
+        return _without_skipped(engine.iter_map(plan, values, **options))
 
     def aiter_map(
         self,
@@ -148,10 +157,12 @@ class Pipeline:
         output_name: str | list[str] | None = None,
         engine: Engine | None = None,
         on_error: str = "raise",
+        priority: str | Callable[[dict[str, Any]], float] | None = None,
     ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
         """`iter_map` for async code: `async for index, outputs in pipeline.aiter_map(...)`."""
         engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        return _awithout_skipped(engine.aiter_map(plan, values, **self._options(on_error)))
+        options = self._options(on_error) | self._priority(priority, values)
+        return _awithout_skipped(engine.aiter_map(plan, values, **options))
 
     async def arun(
         self,
@@ -173,11 +184,13 @@ class Pipeline:
         output_name: str | list[str] | None = None,
         engine: Engine | None = None,
         on_error: str = "raise",
+        priority: str | Callable[[dict[str, Any]], float] | None = None,
     ) -> MapResults:
         """`map` for async code: `await pipeline.amap(inputs={...}, map_over="x")`."""
         call = self._map_call(inputs, map_over, map_mode, output_name, engine)
         engine, plan, values = call
-        results = await engine.amap(plan, values, **self._options(on_error))
+        options = self._options(on_error) | self._priority(priority, values)
+        results = await engine.amap(plan, values, **options)
         return self._map_results(results, call, output_name, on_error)
 
     def write_parquet(
@@ -188,6 +201,7 @@ class Pipeline:
         output_name: str | list[str] | None = None,
         engine: Engine | None = None,
         on_error: str = "raise",
+        priority: str | Callable[[dict[str, Any]], float] | None = None,
         **options: Any,
     ) -> list[str]:
         """`map` (zip mode), written as Parquet under `path`: the mapped inputs (on
@@ -199,7 +213,8 @@ class Pipeline:
             files = pipeline.write_parquet(read_parquet("in/*.parquet"), "out/", map_over="text")
         """
         engine, plan, values = self._map_call(inputs, map_over, "zip", output_name, engine)
-        return engine.write_parquet(plan, values, path, **self._options(on_error), **options)
+        given = self._options(on_error) | self._priority(priority, values)
+        return engine.write_parquet(plan, values, path, **given, **options)
 
     def plan(
         self,
@@ -294,6 +309,26 @@ class Pipeline:
         if self.cache is not None or self.callbacks:
             options.update(cache=self.cache, callbacks=self.callbacks)
         return options
+
+    def _priority(self, priority: Any, values: dict[str, Any]) -> dict[str, Any]:
+        """The map's `priority` for the engine (given only when set), checked: an input of
+        the map's items, or a function of their inputs."""
+        if priority is None:
+            return {}
+        owner = f"pipeline '{self.label}'"
+        if isinstance(priority, str):
+            if priority not in values:
+                raise PlanningError(
+                    f"{owner}: priority={priority!r} is not an input of the map's items; "
+                    f"give the name of one of {sorted(values)} or a function of an item's "
+                    "inputs returning a number"
+                )
+        elif not callable(priority):
+            raise TypeError(
+                f"{owner}: priority must be an input name or a function of an item's inputs "
+                f"returning a number, got {priority!r}"
+            )
+        return {"priority": priority}
 
     def _map_results(
         self,

@@ -149,11 +149,11 @@ class SequentialMap:
 
     def _map(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
         run_item = self.nodes.runner(plan.item, services)
-        return map_items(run_item, inputs, plan.map_over, plan.map_mode)
+        return map_items(run_item, inputs, plan.map_over, plan.map_mode, priority=plan.priority)
 
     def _stream(self, plan: MapPlan, inputs: Values, services: Services) -> Iterator[Streamed]:
         run_item = self.nodes.runner(plan.item, services)
-        return stream_items(run_item, inputs, plan.map_over, plan.map_mode)
+        return stream_items(run_item, inputs, plan.map_over, plan.map_mode, plan.priority)
 
 
 class ThreadedMap(SequentialMap):
@@ -173,12 +173,13 @@ class ThreadedMap(SequentialMap):
     def _map(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
         run_item = self.nodes.runner(plan.item, services)
         spec = (inputs, plan.map_over, plan.map_mode)
-        return map_threaded(self.pool("map"), run_item, *spec, self.window, plan.n_items or 0)
+        n_items = plan.n_items or 0
+        return map_threaded(self.pool("map"), run_item, *spec, self.window, n_items, plan.priority)
 
     def _stream(self, plan: MapPlan, inputs: Values, services: Services) -> Iterator[Streamed]:
         run_item = self.nodes.runner(plan.item, services)
         spec = (inputs, plan.map_over, plan.map_mode)
-        return stream_threaded(self.pool("map"), run_item, *spec, self.window)
+        return stream_threaded(self.pool("map"), run_item, *spec, self.window, plan.priority)
 
 
 class ParallelMap(SequentialMap):
@@ -231,6 +232,7 @@ class AsyncMap(SequentialMap):
                 plan.map_mode,
                 plan.n_items,
                 max_concurrency=self.max_concurrency,
+                priority=plan.priority,
             )
 
     def aiter_map(
@@ -238,7 +240,9 @@ class AsyncMap(SequentialMap):
     ) -> AsyncIterator[Streamed]:
         arun_item = self.nodes.async_runner(plan.item, services)
         spec = (inputs, plan.map_over, plan.map_mode)
-        stream = astream_items(arun_item, *spec, max_concurrency=self.max_concurrency)
+        stream = astream_items(
+            arun_item, *spec, max_concurrency=self.max_concurrency, priority=plan.priority
+        )
         return aobserved_stream(stream, services.events, plan.n_items)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from ...plan import RunPlan
 from ...runtime.context import current_item, run_in_branch
+from ...runtime.item_order import Priority
 from ...runtime.items import RunItem, item_runner, map_items, node_calls
 from ...runtime.node_call import NO_SERVICES, Services, Values
 from .streaming import stream_threaded
@@ -47,11 +48,13 @@ def map_threaded(
     map_mode: str,
     window: int,
     n_items: int,
+    priority: Priority = None,
 ) -> list[Values]:
     """Run the items on `pool`, at most `window` in flight (a future per item in flight,
     not per item: a million items would hold a million futures); results in input order,
     an error names its item."""
     results: list[Any] = [None] * n_items
-    for index, outputs in stream_threaded(pool, run_item, inputs, map_over, map_mode, window):
+    streamed = stream_threaded(pool, run_item, inputs, map_over, map_mode, window, priority)
+    for index, outputs in streamed:
         results[index] = outputs
     return results
