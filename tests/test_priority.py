@@ -503,6 +503,40 @@ def test_parallel_map_sends_the_chunk_with_the_highest_priority_first() -> None:
     assert [r["y"] for r in results] == [x * 10 for x in range(N_ITEMS)]
 
 
+# -- DaftEngine ---------------------------------------------------------------------------------
+
+
+def test_daft_engine_runs_rows_in_priority_order_and_returns_them_in_item_order() -> None:
+    from hypernodes_daft import DaftEngine
+
+    seen: list[int] = []
+
+    @node(output_name="y", native=False)
+    def work(x: int, urgency: int) -> int:
+        seen.append(x)
+        return x * 10
+
+    pipeline = Pipeline(nodes=[work], engine=DaftEngine())
+    results = pipeline.map(inputs=INPUTS, map_over=["x", "urgency"], priority="urgency")
+    assert [r["y"] for r in results] == [x * 10 for x in range(N_ITEMS)]
+    assert seen == _by_urgency()  # one partition here: its rows in the order given
+    streamed = dict(pipeline.iter_map(inputs=INPUTS, map_over=["x", "urgency"], priority="urgency"))
+    assert {i: r["y"] for i, r in streamed.items()} == {x: x * 10 for x in range(N_ITEMS)}
+
+
+def test_daft_engine_says_where_it_cannot_order_rows(tmp_path: Any) -> None:
+    from hypernodes_daft import DaftEngine
+
+    pipeline = Pipeline(nodes=[node(output_name="y")(lambda x, urgency: x)])
+    spec = {"inputs": INPUTS, "map_over": ["x", "urgency"], "priority": "urgency"}
+    with pytest.raises(PlanningError, match=r"DaftEngine: a map's priority='urgency'.*lazy"):
+        pipeline.map(**spec, engine=DaftEngine(collect=False))
+    with pytest.raises(PlanningError, match=r"DaftEngine: .*not write_parquet"):
+        pipeline.write_parquet(
+            INPUTS, str(tmp_path), ["x", "urgency"], engine=DaftEngine(), priority="urgency"
+        )
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 

@@ -39,9 +39,27 @@ def start_order(
     shared = {k: v for k, v in inputs.items() if k not in map_over}
     rows = list(iter_rows(inputs, map_over, map_mode))
     priorities = item_priorities(shared, map_over, rows, priority)
-    order = sorted(range(len(rows)), key=lambda i: -priorities[i])  # stable: index order
+    order = _by_priority(priorities)
     items = ((i, make_item(shared, map_over, rows[i])) for i in order)
     return items, with_item_priorities(run_item, priorities)
+
+
+def inputs_in_start_order(
+    inputs: Values, map_over: Sequence[str], map_mode: str, priority: Priority
+) -> tuple[Values, list[int]]:
+    """The map's `inputs` with its mapped lists holding the rows in start order (to be
+    zipped, whatever `map_mode` was), and the item index of each position: for an engine
+    that runs rows in the order it is given them (DaftEngine)."""
+    shared = {k: v for k, v in inputs.items() if k not in map_over}
+    rows = list(iter_rows(inputs, map_over, map_mode))
+    order = _by_priority(item_priorities(shared, map_over, rows, priority))
+    columns = {name: [rows[i][at] for i in order] for at, name in enumerate(map_over)}
+    return {**shared, **columns}, order
+
+
+def _by_priority(priorities: list[float]) -> list[int]:
+    """Item indices, highest priority first; a stable sort keeps index order among equals."""
+    return sorted(range(len(priorities)), key=lambda i: -priorities[i])
 
 
 def item_priorities(
