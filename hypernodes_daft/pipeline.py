@@ -117,7 +117,7 @@ class Pipeline:
         `priority` decides which items go first whenever they wait (to start, for a node's
         `max_concurrency` slot or `rate_limit` turn): the name of an item input holding a
         number, or a function of an item's inputs returning one; higher first, added to
-        each node's own `priority`. Results stay in item order. See docs/concurrency.md.
+        each node's own `priority`. Results stay in item order (docs/resilient-io.md).
         """
         call = self._map_call(inputs, map_over, map_mode, output_name, engine)
         engine, plan, values = call

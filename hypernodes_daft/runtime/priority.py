@@ -14,9 +14,10 @@ It is looked up only when a call has to wait: a call that finds a free slot pays
 
 Starvation: linear aging. A waiter that arrived at monotonic time t with priority p has,
 at time `now`, the effective priority p + (now - t) / A, where A is `AGING_SECONDS` (or a
-queue's own `aging`): a call waits at most A seconds longer per unit of priority it lacks,
-however many higher-priority calls keep arriving. Comparing two waiters at any moment
-compares p - t / A, a number fixed when the waiter arrives, so the heap never re-sorts.
+queue's own `aging`): a call arriving more than A * (its priority - a waiter's) seconds
+after that waiter goes after it, so a stream of higher-priority calls cannot hold a call
+back for ever. Comparing two waiters at any moment compares p - t / A, a number fixed
+when the waiter arrives, so the heap never re-sorts.
 `aging=None` is strict priority: a lower one waits while any higher one does.
 """
 
@@ -32,7 +33,16 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["AGING_SECONDS", "WaitQueue", "ThreadTurn", "LoopTurn", "item_priority"]
+__all__ = [
+    "AGING_SECONDS",
+    "LoopTurn",
+    "ThreadTurn",
+    "WaitQueue",
+    "is_live",
+    "item_priority",
+    "item_priority_reset",
+    "item_priority_set",
+]
 
 AGING_SECONDS = 10.0
 """Seconds of waiting worth one unit of priority (see the module's docstring)."""
