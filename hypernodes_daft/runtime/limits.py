@@ -54,7 +54,8 @@ class _Slots:
 
     def give(self, n: int) -> None:
         for _ in range(n):
-            ticket = self.waiting.pop_first(_pending)  # a cancelled waiter is skipped
+            # the first waiter not cancelled; `if self.waiting`: no call when none waits
+            ticket = self.waiting.pop_first(_pending) if self.waiting else None
             if ticket is not None:
                 ticket.set_result(None)
             else:
@@ -119,7 +120,7 @@ class ThreadSlots:
 
     def release(self) -> None:
         with self._lock:
-            turn = self.waiting.pop_first(is_live)
+            turn = self.waiting.pop_first(is_live) if self.waiting else None
             if turn is None:
                 self.free += 1
             else:
@@ -297,6 +298,9 @@ class _SlotsActor:
 
     async def in_use(self) -> int:
         return len(self.held)
+
+    async def waiting(self) -> int:
+        return len(self.slots.waiting)
 
 
 class RateLimit:

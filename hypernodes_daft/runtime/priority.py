@@ -69,40 +69,39 @@ def item_priority_reset(token: contextvars.Token[float]) -> None:
     _ITEM_PRIORITY.reset(token)
 
 
-class WaitQueue(Generic[T]):
+class WaitQueue(list, Generic[T]):  # type: ignore[type-arg]
     """Waiters, served highest (aged) priority first, in arrival order among equals.
 
-    Not thread-safe: its owner holds its lock (or its event loop) around each use.
-    `aging`: seconds per unit of priority (None: strict); `clock`: for tests.
+    The queue is its heap, a list: `if queue:` and `len(queue)` cost what they cost on a
+    list, so a limit with nobody waiting checks it for free. Not thread-safe: its owner
+    holds its lock (or its event loop) around each use. `aging`: seconds per unit of
+    priority (None: strict); `clock`: for tests.
     """
 
-    __slots__ = ("aging", "clock", "_heap", "_arrivals")
+    __slots__ = ("aging", "clock", "_arrivals")
 
     def __init__(
         self, aging: float | None = AGING_SECONDS, clock: Callable[[], float] = time.monotonic
     ):
+        super().__init__()
         if aging is not None and not aging > 0:
             raise ValueError(f"priority aging must be > 0 seconds or None, got {aging!r}")
         self.aging = aging
         self.clock = clock
-        self._heap: list[tuple[float, int, T]] = []
         self._arrivals = itertools.count()  # ties: first come, first served
 
     def push(self, waiter: T, priority: float) -> None:
         """Queue `waiter` with `priority`, arriving now."""
         rank = -priority if self.aging is None else self.clock() / self.aging - priority
-        heapq.heappush(self._heap, (rank, next(self._arrivals), waiter))
+        heapq.heappush(self, (rank, next(self._arrivals), waiter))
 
     def pop_first(self, live: Callable[[T], bool] = lambda _: True) -> T | None:
         """The first waiter still `live` (the others, given up, are dropped), or None."""
-        while self._heap:
-            waiter = heapq.heappop(self._heap)[2]
+        while self:
+            waiter = heapq.heappop(self)[2]
             if live(waiter):
                 return waiter
         return None
-
-    def __len__(self) -> int:
-        return len(self._heap)
 
 
 class ThreadTurn:
