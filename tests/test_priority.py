@@ -347,7 +347,9 @@ def test_rate_limit_starts_the_5_high_priority_calls_next() -> None:
 
 
 def test_sync_rate_limit_serves_threads_by_priority() -> None:
-    rate = RateLimit(2000.0)
+    """Starts granted 50 ms apart: a thread records its start long before the next grant
+    (the grants, not the threads' wake-ups, are what is ordered)."""
+    rate = RateLimit(20.0)
     work = _sync_work(threading.Event())
     low = rate_limited(work, False, rate, priority=0)
     high = rate_limited(work, False, rate, priority=5)
@@ -501,6 +503,33 @@ def test_parallel_map_sends_the_chunk_with_the_highest_priority_first() -> None:
             inputs=INPUTS, map_over=["x", "urgency"], priority="urgency", engine=engine
         )
     assert [r["y"] for r in results] == [x * 10 for x in range(N_ITEMS)]
+
+
+def test_write_parquet_takes_a_priority_and_writes_rows_in_item_order(tmp_path: Any) -> None:
+    import pyarrow.parquet as pq
+
+    pipeline, finished = _recording_pipeline(False, HypernodesEngine())
+    files = pipeline.write_parquet(INPUTS, str(tmp_path), ["x", "urgency"], priority="urgency")
+    assert finished == _by_urgency()
+    table = pq.read_table(files[0]) if len(files) == 1 else pq.read_table(str(tmp_path))
+    assert table.column("x").to_pylist() == list(range(N_ITEMS))
+
+
+def test_a_nested_map_runs_with_its_outer_items_priority() -> None:
+    """The inner items of a nested map wait with the priority of the outer item."""
+    from hypernodes_daft.runtime.priority import item_priority
+
+    seen: dict[int, float] = {}
+
+    @node(output_name="y")
+    def inner(x: int) -> int:
+        seen[x] = item_priority()
+        return x
+
+    nested = Pipeline(nodes=[inner], name="inner").as_node(map_over="x")
+    outer = Pipeline(nodes=[nested], engine=HypernodesEngine())
+    outer.map(inputs={"x": [[1, 2], [3]]}, map_over="x", priority=lambda item: 7 - len(item["x"]))
+    assert seen == {1: 5.0, 2: 5.0, 3: 6.0}
 
 
 # -- DaftEngine ---------------------------------------------------------------------------------
