@@ -15,13 +15,13 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from hypernodes_daft import HypernodesEngine, Pipeline, node
 from hypernodes_daft.exceptions import PlanningError
-from hypernodes_daft.runtime.item_order import start_order
 from hypernodes_daft.runtime.limits import (
     ClusterLimit,
     LoopSlots,
@@ -495,8 +495,18 @@ def test_node_calls_wait_with_their_items_priority() -> None:
 
 
 def test_parallel_map_sends_the_chunk_with_the_highest_priority_first() -> None:
-    items, _ = start_order(lambda item, index: item, INPUTS, ("x", "urgency"), "zip", "urgency")
-    assert [index for index, _ in items] == _by_urgency()
+    from hypernodes_daft.engines.local.parallel import _row_chunks
+    from hypernodes_daft.plan import MapPlan
+
+    plan = Pipeline(nodes=[node(output_name="y")(lambda x, urgency: x)]).plan(
+        inputs=INPUTS, map_over=["x", "urgency"]
+    )
+    assert isinstance(plan, MapPlan)
+    chunks = _row_chunks(replace(plan, priority="urgency"), INPUTS, 5)
+    best = {start: max(URGENCY[start : start + 5]) for start in range(0, N_ITEMS, 5)}
+    starts = [start for start, _ in chunks]
+    assert starts == sorted(best, key=lambda start: -best[start])
+    assert starts != sorted(starts)  # this priority does change the order
     with HypernodesEngine(map_executor="parallel", max_workers=1) as engine:
         pipeline = Pipeline(nodes=[node(output_name="y")(lambda x, urgency: x * 10)])
         results = pipeline.map(
