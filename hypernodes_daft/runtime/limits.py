@@ -143,6 +143,7 @@ def limit_calls(
     LoopSlots or ThreadSlots given is shared with whoever else holds it; a ClusterLimit:
     cluster-wide). Calls that wait go first by `priority` (the node's) plus their item's."""
     if isinstance(limit, SharedLimit):  # a ClusterLimit, say
+        # `bound(func, is_async)` is the protocol's; only a node with a priority asks more
         return limit.bound(func, is_async, priority) if priority else limit.bound(func, is_async)
     if is_async:
         loops = limit if isinstance(limit, LoopSlots) else LoopSlots(limit)
