@@ -563,6 +563,21 @@ def test_daft_engine_runs_rows_in_priority_order_and_returns_them_in_item_order(
     assert {i: r["y"] for i, r in streamed.items()} == {x: x * 10 for x in range(N_ITEMS)}
 
 
+def test_daft_engine_numbers_failed_rows_by_their_item() -> None:
+    from hypernodes_daft import DaftEngine
+
+    @node(output_name="y", native=False)
+    def invert(x: int, urgency: int) -> float:
+        return 1 / x
+
+    pipeline = Pipeline(nodes=[invert], engine=DaftEngine())
+    results = pipeline.map(
+        inputs=INPUTS, map_over=["x", "urgency"], priority="urgency", on_error="collect"
+    )
+    assert [e.index for e in results.errors] == [0]  # item 0 (x=0) ran 20th
+    assert results[1]["y"] == 1.0
+
+
 def test_daft_engine_says_where_it_cannot_order_rows(tmp_path: Any) -> None:
     from hypernodes_daft import DaftEngine
 

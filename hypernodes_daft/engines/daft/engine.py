@@ -24,7 +24,7 @@ from daft import col
 from ...dataset import Column, count_rows, dataset_of
 from ...exceptions import ExecutionError, PlanningError
 from ...plan import MapPlan, RunPlan, iter_rows
-from ...results import ERROR_FIELD, record_from_row
+from ...results import ERROR_FIELD, error_of, record_from_row
 from ...runtime.dispatch import callback_list
 from ...runtime.events import Events, observed_map
 from ...runtime.item_order import Priority, inputs_in_start_order
@@ -171,6 +171,9 @@ class DaftEngine:
         *options, priority = call
         plan, inputs, order = _by_priority(plan, inputs, priority)
         for position, outputs in self._iter_map(plan, inputs, *options):
+            record = error_of(outputs)  # numbered by its position: renumber it
+            if record is not None:
+                outputs = {ERROR_FIELD: replace(record, index=order[position])}
             yield order[position], outputs
 
     def _iter_map(
