@@ -138,7 +138,9 @@ class Pipeline:
         """`map`, streamed: `(index, outputs)` per item as soon as it is done, without
         holding every result (a million-item stream stays in bounded memory). Sequential
         engines yield in order; concurrent ones in the order items finish; DaftEngine a
-        batch of rows at a time. Leaving the loop early stops the work not yet started.
+        batch of rows at a time (with a `priority`, as `map` starts them: the sequential
+        engine yields in priority order). Leaving the loop early stops the work not yet
+        started.
         With on_error "collect" a failed item comes as `(index, {"_error": ErrorRecord})`;
         with "skip" it does not come.
 

@@ -368,6 +368,23 @@ def test_sync_rate_limit_serves_threads_by_priority() -> None:
     assert set(started[:5]) == set(HIGH)
 
 
+def test_a_cancelled_rate_limit_waiter_gives_its_start_to_the_next() -> None:
+    async def scenario() -> None:
+        rate = RateLimit(2000.0)
+        paced = rate_limited(_async_work(asyncio.Event()), True, rate)
+        _hold_starts(rate)
+        gone = asyncio.ensure_future(paced("gone"))
+        kept = asyncio.ensure_future(paced("kept"))
+        await _until(lambda: len(rate.waiting) == 2)
+        gone.cancel()
+        await asyncio.sleep(0)
+        _resume_starts(rate)
+        await kept
+
+    asyncio.run(scenario())
+    assert started == ["kept"]
+
+
 def test_rate_limit_still_spaces_the_starts() -> None:
     starts: list[float] = []
     paced = rate_limited(lambda: starts.append(time.monotonic()), False, 50.0)
