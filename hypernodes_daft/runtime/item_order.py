@@ -7,8 +7,9 @@ highest first, in index order among equals; results keep their item's index.
 
 `priority` is the name of an item input (a mapped column, or a shared input) or a
 function of the item's inputs returning a number. `run_item` comes back wrapped so that
-every node call of an item waits with the item's priority (runtime/priority.py). Without a
-priority both come back as before: items in index order, `run_item` itself.
+every node call of an item waits with the item's priority (runtime/priority.py), and so
+do the items of a map nested in it (they inherit it). Without a priority both come back
+as before: items in index order, `run_item` itself.
 
 A prioritized map computes every item's priority before the first starts, so it holds
 its rows (one tuple each) rather than drawing them lazily.
