@@ -28,7 +28,9 @@ class SharedLimit(Protocol):
     limit: int
 
     def bound(self, func: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
-        """`func` holding one of the bound's slots for each call."""
+        """`func` holding one of the bound's slots for each call. A node with a priority
+        other than 0 calls `bound(func, is_async, priority)`: waiting calls go first by
+        `priority` plus their map item's (`runtime.priority.item_priority()`)."""
         ...
 
 

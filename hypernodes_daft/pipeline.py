@@ -101,6 +101,7 @@ class Pipeline:
         output_name: str | list[str] | None = None,
         engine: Engine | None = None,
         on_error: str = "raise",
+        priority: str | Callable[[dict[str, Any]], float] | None = None,
         deadline: float | None = None,
     ) -> MapResults:
         """Run the pipeline once per item of the `map_over` lists; one dict per item, in order.
@@ -115,6 +116,11 @@ class Pipeline:
         (`{"_error": ErrorRecord}`) and goes on; "skip" leaves the item out. The results
         list the failures (`.errors`) and re-run them (`.retry()`): see results.py.
 
+        `priority` decides which items go first whenever they wait (to start, for a node's
+        `max_concurrency` slot or `rate_limit` turn): the name of an item input holding a
+        number, or a function of an item's inputs returning one; higher first, added to
+        each node's own `priority`. Results stay in item order (docs/resilient-io.md).
+
         Ctrl-C, SIGTERM or `deadline` (seconds for the whole map) stop the map and keep
         what finished: in the cache, and under "collect" in the results, where each item
         not finished is a `Cancelled` record (`.cancelled`; `.retry()` runs them).
@@ -123,8 +129,9 @@ class Pipeline:
         """
         call = self._map_call(inputs, map_over, map_mode, output_name, engine)
         engine, plan, values = call
+        options = self._options(on_error) | self._priority(priority, values)
         with cancellable(check_deadline(deadline, f"pipeline '{self.label}'")):
-            results = engine.map(plan, values, **self._options(on_error))
+            results = engine.map(plan, values, **options)
         return self._map_results(results, call, output_name, on_error)
 
     def iter_map(
@@ -135,12 +142,15 @@ class Pipeline:
         output_name: str | list[str] | None = None,
         engine: Engine | None = None,
         on_error: str = "raise",
+        priority: str | Callable[[dict[str, Any]], float] | None = None,
         deadline: float | None = None,
     ) -> Iterator[tuple[int, dict[str, Any]]]:
         """`map`, streamed: `(index, outputs)` per item as soon as it is done, without
         holding every result (a million-item stream stays in bounded memory). Sequential
         engines yield in order; concurrent ones in the order items finish; DaftEngine a
-        batch of rows at a time. Leaving the loop early stops the work not yet started.
+        batch of rows at a time (with a `priority`, as `map` starts them: the sequential
+        engine yields in priority order). Leaving the loop early stops the work not yet
+        started.
         With on_error "collect" a failed item comes as `(index, {"_error": ErrorRecord})`;
         with "skip" it does not come.
 
@@ -148,7 +158,7 @@ class Pipeline:
                 save(index, outputs)
         """
         engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        options = self._options(on_error)
+        options = self._options(on_error) | self._priority(priority, values)
         limit = check_deadline(deadline, f"pipeline '{self.label}'")
         return _without_skipped(_scoped(lambda: engine.iter_map(plan, values, **options), limit))
 
@@ -160,11 +170,12 @@ class Pipeline:
         output_name: str | list[str] | None = None,
         engine: Engine | None = None,
         on_error: str = "raise",
+        priority: str | Callable[[dict[str, Any]], float] | None = None,
         deadline: float | None = None,
     ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
         """`iter_map` for async code: `async for index, outputs in pipeline.aiter_map(...)`."""
         engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        options = self._options(on_error)
+        options = self._options(on_error) | self._priority(priority, values)
         limit = check_deadline(deadline, f"pipeline '{self.label}'")
         stream = _ascoped(lambda: engine.aiter_map(plan, values, **options), limit)
         return _awithout_skipped(stream)
@@ -189,6 +200,7 @@ class Pipeline:
         output_name: str | list[str] | None = None,
         engine: Engine | None = None,
         on_error: str = "raise",
+        priority: str | Callable[[dict[str, Any]], float] | None = None,
         deadline: float | None = None,
     ) -> MapResults:
         """`map` for async code: `await pipeline.amap(inputs={...}, map_over="x")`. If the
@@ -196,8 +208,9 @@ class Pipeline:
         blocks run) and CancelledError goes on: what finished is in the cache."""
         call = self._map_call(inputs, map_over, map_mode, output_name, engine)
         engine, plan, values = call
+        options = self._options(on_error) | self._priority(priority, values)
         with cancellable(check_deadline(deadline, f"pipeline '{self.label}'")):
-            results = await engine.amap(plan, values, **self._options(on_error))
+            results = await engine.amap(plan, values, **options)
         return self._map_results(results, call, output_name, on_error)
 
     def write_parquet(
@@ -208,6 +221,7 @@ class Pipeline:
         output_name: str | list[str] | None = None,
         engine: Engine | None = None,
         on_error: str = "raise",
+        priority: str | Callable[[dict[str, Any]], float] | None = None,
         **options: Any,
     ) -> list[str]:
         """`map` (zip mode), written as Parquet under `path`: the mapped inputs (on
@@ -219,8 +233,9 @@ class Pipeline:
             files = pipeline.write_parquet(read_parquet("in/*.parquet"), "out/", map_over="text")
         """
         engine, plan, values = self._map_call(inputs, map_over, "zip", output_name, engine)
+        given = self._options(on_error) | self._priority(priority, values)
         with cancellable():
-            return engine.write_parquet(plan, values, path, **self._options(on_error), **options)
+            return engine.write_parquet(plan, values, path, **given, **options)
 
     def plan(
         self,
@@ -315,6 +330,26 @@ class Pipeline:
         if self.cache is not None or self.callbacks:
             options.update(cache=self.cache, callbacks=self.callbacks)
         return options
+
+    def _priority(self, priority: Any, values: dict[str, Any]) -> dict[str, Any]:
+        """The map's `priority` for the engine (given only when set), checked: an input of
+        the map's items, or a function of their inputs."""
+        if priority is None:
+            return {}
+        owner = f"pipeline '{self.label}'"
+        if isinstance(priority, str):
+            if priority not in values:
+                raise PlanningError(
+                    f"{owner}: priority={priority!r} is not an input of the map's items; "
+                    f"give the name of one of {sorted(values)} or a function of an item's "
+                    "inputs returning a number"
+                )
+        elif not callable(priority):
+            raise TypeError(
+                f"{owner}: priority must be an input name or a function of an item's inputs "
+                f"returning a number, got {priority!r}"
+            )
+        return {"priority": priority}
 
     def _map_results(
         self,

@@ -120,6 +120,9 @@ class MapPlan:
     map_over: tuple[str, ...]
     map_mode: str
     n_items: int | None  # None: the rows of a dataset, counted when it is read
+    # which items start first: an item input's name or a function of an item's inputs
+    # (`Pipeline.map(..., priority=...)`; runtime/item_order.py); None: index order
+    priority: Any = None
 
     def __str__(self) -> str:
         count = "dataset rows" if self.n_items is None else f"{self.n_items} items"

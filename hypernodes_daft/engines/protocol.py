@@ -20,7 +20,14 @@ class Engine(Protocol):
     - `callbacks`: the pipeline's callbacks, fired after the engine's own;
     - `on_error`: "raise", "skip" or "collect", for the nodes that do not set their own. A
       failed item's result is `{"_error": ErrorRecord}` (results.py); under "skip" the
-      engine still returns it, and `Pipeline` leaves it out.
+      engine still returns it, and `Pipeline` leaves it out;
+    - `priority` (the maps only; passed only when the call gives one): which items go
+      first, the name of an item input holding a number or a function of an item's
+      inputs returning one (`Pipeline` has checked which). Higher first; equal ones keep
+      index order; results keep item order. An item's priority is added to its nodes'
+      `@node(priority=...)` where calls wait for a slot or a rate-limit turn
+      (runtime/priority.py, runtime/item_order.py). An engine that cannot honour it
+      raises an error saying so; it never ignores it.
 
     `map` and `amap` return one output dict per item, in order (an engine may return a lazy
     frame instead when asked to, as `DaftEngine(collect=False)` does); the streams yield
@@ -49,6 +56,7 @@ class Engine(Protocol):
         cache: Any = None,
         callbacks: Sequence[Any] | None = None,
         on_error: str = "raise",
+        priority: Any = None,
     ) -> Any:
         """Run every item of the map; return one output dict per item, in order."""
         ...
@@ -60,6 +68,7 @@ class Engine(Protocol):
         cache: Any = None,
         callbacks: Sequence[Any] | None = None,
         on_error: str = "raise",
+        priority: Any = None,
     ) -> Iterator[Streamed]:
         """`(index, outputs)` per item as soon as it is done, without holding every result."""
         ...
@@ -71,6 +80,7 @@ class Engine(Protocol):
         cache: Any = None,
         callbacks: Sequence[Any] | None = None,
         on_error: str = "raise",
+        priority: Any = None,
     ) -> AsyncIterator[Streamed]:
         """`iter_map` for async callers."""
         ...
@@ -93,6 +103,7 @@ class Engine(Protocol):
         cache: Any = None,
         callbacks: Sequence[Any] | None = None,
         on_error: str = "raise",
+        priority: Any = None,
     ) -> Any:
         """`map` for async callers."""
         ...
@@ -105,6 +116,7 @@ class Engine(Protocol):
         cache: Any = None,
         callbacks: Sequence[Any] | None = None,
         on_error: str = "raise",
+        priority: Any = None,
         **options: Any,
     ) -> list[str]:
         """Run the map and write the mapped inputs and the outputs as Parquet under `path`,

@@ -15,10 +15,11 @@ from typing import Any
 
 from ..cache import lineages
 from ..exceptions import ExecutionError
-from ..plan import NestedPlan, RunPlan, Step, check_map_inputs, iter_items
+from ..plan import NestedPlan, RunPlan, Step, check_map_inputs
 from ..results import failed_outputs
 from .context import item_frame
 from .events import Events
+from .item_order import Priority, start_order
 from .node_call import NO_SERVICES, NodeCall, Services, Values
 
 RunItem = Callable[..., Values]  # (values, index=None) -> outputs: see item_runner
@@ -220,17 +221,35 @@ def compile_run(plan: RunPlan, services: Services = NO_SERVICES) -> RunItem:
 
 
 def map_items(
-    run_item: RunItem, inputs: Values, map_over: tuple[str, ...], map_mode: str, n_items: int = 0
+    run_item: RunItem,
+    inputs: Values,
+    map_over: tuple[str, ...],
+    map_mode: str,
+    n_items: int = 0,
+    priority: Priority = None,
 ) -> list[Values]:
-    """Run every item in order; an error names the item it happened on."""
-    return [outputs for _, outputs in stream_items(run_item, inputs, map_over, map_mode)]
+    """Run every item in order (by `priority` when given: item_order.py), the results in
+    item order; an error names the item it happened on."""
+    streamed = stream_items(run_item, inputs, map_over, map_mode, priority)
+    if priority is not None:
+        streamed = iter(sorted(streamed, key=_index))
+    return [outputs for _, outputs in streamed]
+
+
+def _index(entry: tuple[int, Values]) -> int:
+    return entry[0]
 
 
 def stream_items(
-    run_item: RunItem, inputs: Values, map_over: tuple[str, ...], map_mode: str
+    run_item: RunItem,
+    inputs: Values,
+    map_over: tuple[str, ...],
+    map_mode: str,
+    priority: Priority = None,
 ) -> Iterator[tuple[int, Values]]:
-    """One item after another, in order, as `(index, outputs)`."""
-    for index, item in enumerate(iter_items(inputs, map_over, map_mode)):
+    """One item after another, in order (by `priority` when given), as `(index, outputs)`."""
+    items, run_item = start_order(run_item, inputs, map_over, map_mode, priority)
+    for index, item in items:
         try:  # inline: this loop is the sequential map's hot path
             outputs = run_item(item, index)
         except ExecutionError as error:

@@ -234,7 +234,8 @@ def resilient(
     (checked once the call holds its slot and its rate-limit turn, so calls queued before a circuit
     opened do not reach a dead service), concurrency bound (`limit`: a number, a shared
     LoopSlots, or None) and rate limit; and its retries around all (a backoff wait holds
-    no slot). `per_item` (a `batch_size` node called per item: `grouping.grouper_for`)
+    no slot); calls waiting for a slot or a rate-limit turn go first by the node's priority
+    plus their map item's. `per_item` (a `batch_size` node called per item: `grouping.grouper_for`)
     turns the list function, so wrapped, into a function of one item; `on_retry()` is
     called before each retry."""
     timeout = options.timeout
@@ -244,10 +245,10 @@ def resilient(
     if breaker is not None:
         func = with_breaker(func, is_async, breaker)
     if limit is not None:
-        func = limit_calls(func, is_async, limit)
+        func = limit_calls(func, is_async, limit, options.priority)
     rate = options.rate_limit
     if rate is not None:
-        func = rate_limited(func, is_async, rate)
+        func = rate_limited(func, is_async, rate, options.priority)
     if per_item is not None:
         # one grouped request is one attempt: under the timeout, the breaker (one failure),
         # the concurrency bound (max_concurrency counts grouped calls in flight) and the

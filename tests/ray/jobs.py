@@ -309,6 +309,53 @@ def job_cluster_limit(engine: DaftEngine, _: str) -> dict:
     return {"per_process": measured(3), "cluster": runs}
 
 
+def job_cluster_priority(engine: DaftEngine, _: str) -> dict:
+    """The order calls start in at a ClusterLimit(1) held by the cluster's slot actor: the
+    first call holds the slot until 20 low-priority calls and then 5 high-priority ones
+    (priority 5: their node's 2 plus their item's 3) wait in the actor."""
+    from hypernodes_daft import ClusterLimit
+    from hypernodes_daft.engines.daft.placement import connect
+    from hypernodes_daft.runtime.priority import item_priority_reset, item_priority_set
+
+    connect(engine.address)
+    quota = ClusterLimit(1, name="test-priority-quota")
+    started: list = []
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+
+        async def work(name: str) -> None:
+            started.append(name)
+            if name == "first":
+                await release.wait()
+
+        low, high = quota.bound(work, True, 0), quota.bound(work, True, 2)
+
+        async def urgent(name: str) -> None:
+            token = item_priority_set(3)
+            try:
+                await high(name)
+            finally:
+                item_priority_reset(token)
+
+        async def until_waiting(count: int) -> None:
+            while await quota._slots().waiting.remote() < count:
+                await asyncio.sleep(0.01)
+
+        first = asyncio.ensure_future(low("first"))
+        while not started:
+            await asyncio.sleep(0.01)
+        lows = [asyncio.ensure_future(low(f"low{i}")) for i in range(20)]
+        await until_waiting(20)
+        highs = [asyncio.ensure_future(urgent(f"high{i}")) for i in range(5)]
+        await until_waiting(25)
+        release.set()
+        await asyncio.gather(first, *lows, *highs)
+
+    asyncio.run(scenario())
+    return {"started": started}
+
+
 def _process_state() -> dict:
     # one dict per worker process, kept on a module every process has
     if not hasattr(threading, "_hypernodes_test_state"):

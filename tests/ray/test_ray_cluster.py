@@ -78,6 +78,14 @@ def test_a_cluster_limit_bounds_calls_across_every_worker_process(run_job):
     assert cluster[-1]["processes"] >= 2, result
 
 
+def test_a_cluster_limits_actor_lets_the_5_high_priority_calls_in_next(run_job):
+    started = run_job("cluster_priority")["started"]
+    assert started[0] == "first"
+    assert set(started[1:6]) == {f"high{i}" for i in range(5)}, started
+    # then the lows (their arrival order at the actor is Ray's: their set, not their order)
+    assert sorted(started[6:]) == sorted(f"low{i}" for i in range(20)), started
+
+
 def test_switching_runner_in_one_process_is_a_clear_error(run_job):
     result = run_job("switch")
     assert result["error"] == "PlanningError"

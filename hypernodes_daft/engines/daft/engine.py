@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import daft
@@ -25,10 +25,11 @@ from daft import col
 from ...dataset import Column, count_rows, dataset_of
 from ...exceptions import ExecutionError, PlanningError
 from ...plan import MapPlan, RunPlan, iter_rows
-from ...results import ERROR_FIELD, record_from_row
+from ...results import ERROR_FIELD, error_of, record_from_row
 from ...runtime import cancel
 from ...runtime.dispatch import callback_list
 from ...runtime.events import Events, observed_map
+from ...runtime.item_order import Priority, inputs_in_start_order
 from ...runtime.items import may_settle
 from ...runtime.loop import pumped, stream_in_thread
 from ...runtime.node_call import Services, check_cache
@@ -144,11 +145,19 @@ class DaftEngine:
         cache: Any = None,
         callbacks: Any = None,
         on_error: str = "raise",
+        priority: Priority = None,
     ) -> Any:
         if not self.collect:
+            _no_priority(priority, "a lazy frame (collect=False)")
             execution = self._execution(plan.item, cache, callbacks, on_error)
             return self._lazy_map(plan, inputs, None, execution)
-        return [outputs for _, outputs in self.iter_map(plan, inputs, cache, callbacks, on_error)]
+        streamed = self.iter_map(plan, inputs, cache, callbacks, on_error, priority)
+        if priority is None:
+            return [outputs for _, outputs in streamed]
+        results: list[Any] = [None] * (plan.n_items or 0)
+        for index, outputs in streamed:
+            results[index] = outputs
+        return results
 
     def iter_map(
         self,
@@ -157,8 +166,28 @@ class DaftEngine:
         cache: Any = None,
         callbacks: Any = None,
         on_error: str = "raise",
+        priority: Priority = None,
     ) -> Iterator[tuple[int, Any]]:
-        """`(index, outputs)` per row, a partition at a time as Daft produces them."""
+        """`(index, outputs)` per row, a partition at a time as Daft produces them (with a
+        `priority`, the rows in priority order: `_by_priority`)."""
+        if priority is not None:
+            return self._iter_by_priority(plan, inputs, cache, callbacks, on_error, priority)
+        return self._iter_map(plan, inputs, cache, callbacks, on_error)
+
+    def _iter_by_priority(
+        self, plan: MapPlan, inputs: dict[str, Any], *call: Any
+    ) -> Iterator[tuple[int, Any]]:
+        *options, priority = call
+        plan, inputs, order = _by_priority(plan, inputs, priority)
+        for position, outputs in self._iter_map(plan, inputs, *options):
+            record = error_of(outputs)  # numbered by its position: renumber it
+            if record is not None:
+                outputs = {ERROR_FIELD: replace(record, index=order[position])}
+            yield order[position], outputs
+
+    def _iter_map(
+        self, plan: MapPlan, inputs: dict[str, Any], cache: Any, callbacks: Any, on_error: str
+    ) -> Iterator[tuple[int, Any]]:
         execution = self._execution(plan.item, cache, callbacks, on_error)
         outputs = plan.item.outputs
         with observed_map(execution.events, plan.n_items), execution.reporting():
@@ -183,11 +212,13 @@ class DaftEngine:
         cache: Any = None,
         callbacks: Any = None,
         on_error: str = "raise",
+        priority: Priority = None,
         **options: Any,
     ) -> list[str]:
         """Run the map and write the input columns and the outputs as Parquet under `path`
         (Daft writes the partitions in parallel); returns the files written. Callbacks see
         the map start and end, the nodes' batches as they run, the items when written."""
+        _no_priority(priority, "write_parquet (rows are written in item order)")
         execution = self._execution(plan.item, cache, callbacks, on_error)
         with observed_map(execution.events, plan.n_items), execution.reporting():
             started = time.perf_counter()
@@ -207,8 +238,9 @@ class DaftEngine:
         cache: Any = None,
         callbacks: Any = None,
         on_error: str = "raise",
+        priority: Priority = None,
     ) -> AsyncIterator[tuple[int, Any]]:
-        return stream_in_thread(self.iter_map(plan, inputs, cache, callbacks, on_error))
+        return stream_in_thread(self.iter_map(plan, inputs, cache, callbacks, on_error, priority))
 
     async def arun(
         self,
@@ -227,8 +259,10 @@ class DaftEngine:
         cache: Any = None,
         callbacks: Any = None,
         on_error: str = "raise",
+        priority: Priority = None,
     ) -> Any:
-        return await asyncio.to_thread(self.map, plan, inputs, cache, callbacks, on_error)
+        call = (plan, inputs, cache, callbacks, on_error, priority)
+        return await asyncio.to_thread(self.map, *call)
 
     def __repr__(self) -> str:
         return (
@@ -391,6 +425,28 @@ def _drained(stream: Iterator[Any], token: cancel.Cancel | None) -> Iterator[Any
 def _called(call: Callable[[], Any]) -> Iterator[Any]:
     """`call()` as a one-entry stream, made when the stream is read (for `_drained`)."""
     yield call()
+
+
+def _by_priority(
+    plan: MapPlan, inputs: dict[str, Any], priority: Priority
+) -> tuple[MapPlan, dict[str, Any], list[int]]:
+    """The map with its rows in priority order (zip mode): Daft's first batches hold the
+    most urgent rows, so they run first; and each row's item index, to give results back
+    in item order. Rows read from a dataset are not ordered here: an error says so."""
+    dataset = [name for name in plan.map_over if isinstance(inputs.get(name), Column)]
+    if dataset:
+        _no_priority(priority, f"rows read from a dataset ({dataset})")
+    reordered, order = inputs_in_start_order(inputs, plan.map_over, plan.map_mode, priority)
+    return replace(plan, map_mode="zip"), reordered, order
+
+
+def _no_priority(priority: Priority, what: str) -> None:
+    if priority is not None:
+        raise PlanningError(
+            f"DaftEngine: a map's priority={priority!r} orders the rows of in-memory inputs "
+            f"(map, iter_map, amap, aiter_map with collect=True), not {what}; use "
+            "HypernodesEngine for it, or leave priority out"
+        )
 
 
 def _local(partition: Any) -> Any:

@@ -149,8 +149,10 @@ class AsyncNode:
             finally:
                 slots.give(n_rows)
 
+        priority = self.call.node.options.priority  # rows waiting for a slot: by it
+
         async def bounded(*row: Any) -> Any:
-            await slots.wait()
+            await slots.wait(priority)
             try:
                 return await func(*row)
             finally:

@@ -19,6 +19,7 @@ from ...exceptions import ExecutionError
 from ...plan import RunPlan, iter_items
 from ...runtime import cancel
 from ...runtime.context import CURRENT, Where, current_item, in_branch, item_frame
+from ...runtime.item_order import Priority, start_order
 from ...runtime.items import aitem_runner, node_calls, settled
 from ...runtime.node_call import NO_SERVICES, NodeCall, Services, Values
 
@@ -167,8 +168,10 @@ async def amap_items(
     n_items: int,
     *,
     max_concurrency: int,
+    priority: Priority = None,
 ) -> list[Values]:
-    """Run every item with at most `max_concurrency` in flight; results in input order.
+    """Run every item with at most `max_concurrency` in flight (started by `priority` when
+    given: item_order.py); results in input order.
 
     `max_concurrency` worker coroutines pull items from one iterator, so a million-item map
     holds a million results but never a million pending tasks. If the run is cancelled,
@@ -178,9 +181,9 @@ async def amap_items(
     if n_items == 0:
         return []
     token = cancel.current()
-    if n_items <= max_concurrency:  # all at once: one task per item, as gather would
+    if n_items <= max_concurrency and priority is None:  # one task per item, as gather
         return await _all_at_once(arun_item, iter_items(inputs, map_over, map_mode), token)
-    items = enumerate(iter_items(inputs, map_over, map_mode))
+    items, arun_item = start_order(arun_item, inputs, map_over, map_mode, priority)
     results: list[Any] = [None] * n_items
 
     async def worker() -> None:
@@ -192,7 +195,7 @@ async def amap_items(
             if token is not None and token.cancelled:
                 return
 
-    tasks = [asyncio.ensure_future(worker()) for _ in range(max_concurrency)]
+    tasks = [asyncio.ensure_future(worker()) for _ in range(min(max_concurrency, n_items))]
     await _settled(tasks, token)
     return results
 

@@ -22,6 +22,7 @@ from ...plan import MapPlan, RunPlan, iter_rows, make_item
 from ...runtime.arrow_calls import call_over_rows
 from ...runtime.dispatch import callback_list
 from ...runtime.events import Events
+from ...runtime.item_order import Priority
 from ...runtime.items import may_settle
 from ...runtime.node_call import Services, Values, check_cache
 from .executors import MAP_EXECUTORS, NODE_EXECUTORS, Compile
@@ -92,7 +93,9 @@ class HypernodesEngine:
     # -- the Engine protocol -----------------------------------------------------------------
     # `cache` and `callbacks` come from the pipeline (`Pipeline(cache=..., callbacks=...)`):
     # its cache replaces the engine's, its callbacks are fired after the engine's. `on_error`
-    # is the call's, for the nodes that do not set their own (results.py).
+    # is the call's, for the nodes that do not set their own (results.py). `priority` (maps
+    # only): which items start first (runtime/item_order.py); the executors read it from
+    # the plan (`MapPlan.priority`).
 
     def run(
         self,
@@ -112,11 +115,12 @@ class HypernodesEngine:
         cache: Any = None,
         callbacks: Any = None,
         on_error: str = "raise",
+        priority: Priority = None,
     ) -> list[Values]:
         services = self._services(plan.item, cache, callbacks, on_error, mapping=True)
         if _one_batch(plan, services):
             return _map_in_one_call(plan, inputs)
-        return self._maps.map(plan, inputs, services)
+        return self._maps.map(_by_priority(plan, priority), inputs, services)
 
     def iter_map(
         self,
@@ -125,10 +129,11 @@ class HypernodesEngine:
         cache: Any = None,
         callbacks: Any = None,
         on_error: str = "raise",
+        priority: Priority = None,
     ) -> Iterator[Streamed]:
         """`(index, outputs)` per item as soon as it is done (in order when sequential)."""
         services = self._services(plan.item, cache, callbacks, on_error, mapping=True)
-        return self._maps.iter_map(plan, inputs, services)
+        return self._maps.iter_map(_by_priority(plan, priority), inputs, services)
 
     async def aiter_map(
         self,
@@ -137,10 +142,11 @@ class HypernodesEngine:
         cache: Any = None,
         callbacks: Any = None,
         on_error: str = "raise",
+        priority: Priority = None,
     ) -> AsyncIterator[Streamed]:
         """`iter_map` for async callers; the async executor streams on the caller's loop."""
         services = self._services(plan.item, cache, callbacks, on_error, mapping=True)
-        async for entry in self._maps.aiter_map(plan, inputs, services):
+        async for entry in self._maps.aiter_map(_by_priority(plan, priority), inputs, services):
             yield entry
 
     async def arun(
@@ -162,10 +168,11 @@ class HypernodesEngine:
         cache: Any = None,
         callbacks: Any = None,
         on_error: str = "raise",
+        priority: Priority = None,
     ) -> list[Values]:
         """`map` for async callers: with the async executor, on the caller's event loop."""
         services = self._services(plan.item, cache, callbacks, on_error, mapping=True)
-        return await self._maps.amap(plan, inputs, services)
+        return await self._maps.amap(_by_priority(plan, priority), inputs, services)
 
     def write_parquet(
         self,
@@ -175,6 +182,7 @@ class HypernodesEngine:
         cache: Any = None,
         callbacks: Any = None,
         on_error: str = "raise",
+        priority: Priority = None,
         **options: Any,
     ) -> list[str]:
         """Run the map and write the mapped inputs and the outputs as Parquet under `path`
@@ -182,7 +190,7 @@ class HypernodesEngine:
         As DaftEngine writes them: when failures may be kept, an `_error` struct column
         (null where the row succeeded; the failed rows' outputs are null), and the rows
         failed under on_error "skip" left out."""
-        results = self.map(plan, inputs, cache, callbacks, on_error)
+        results = self.map(plan, inputs, cache, callbacks, on_error, priority)
         return write_results(plan, inputs, results, on_error, path, **options)
 
     # -- resources -----------------------------------------------------------------------------
@@ -267,6 +275,13 @@ class HypernodesEngine:
             size = self.max_workers or min(self.max_concurrency, _MAX_IO_THREADS)
             return ThreadPoolExecutor(size, thread_name_prefix="hypernodes-io")
         return ThreadPoolExecutor(self._workers, thread_name_prefix=f"hypernodes-{role}")
+
+
+def _by_priority(plan: MapPlan, priority: Priority) -> MapPlan:
+    """`plan` with its items started by `priority` (None: in index order, as planned).
+    Sequential and async and threaded maps run items in priority order; a parallel map
+    sends its chunks of consecutive items in order of their highest priority."""
+    return plan if priority is None else replace(plan, priority=priority)
 
 
 def _one_batch(plan: MapPlan, services: Services) -> bool:

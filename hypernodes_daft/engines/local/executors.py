@@ -163,7 +163,7 @@ class SequentialMap:
 
     def _stream(self, plan: MapPlan, inputs: Values, services: Services) -> Iterator[Streamed]:
         run_item = self.nodes.runner(plan.item, services)
-        return stream_items(run_item, inputs, plan.map_over, plan.map_mode)
+        return stream_items(run_item, inputs, plan.map_over, plan.map_mode, plan.priority)
 
 
 class ThreadedMap(SequentialMap):
@@ -184,7 +184,7 @@ class ThreadedMap(SequentialMap):
     def _stream(self, plan: MapPlan, inputs: Values, services: Services) -> Iterator[Streamed]:
         run_item = self.nodes.runner(plan.item, services)
         spec = (inputs, plan.map_over, plan.map_mode)
-        return stream_threaded(self.pool("map"), run_item, *spec, self.window)
+        return stream_threaded(self.pool("map"), run_item, *spec, self.window, plan.priority)
 
 
 class ParallelMap(SequentialMap):
@@ -261,6 +261,7 @@ class AsyncMap(SequentialMap):
                 plan.map_mode,
                 plan.n_items,
                 max_concurrency=self.max_concurrency,
+                priority=plan.priority,
             )
 
     async def _aiter_map(
@@ -270,7 +271,7 @@ class AsyncMap(SequentialMap):
             arun_item = self.nodes.async_runner(plan.item, services)
             spec = (inputs, plan.map_over, plan.map_mode)
             async for entry in astream_items(
-                arun_item, *spec, max_concurrency=self.max_concurrency
+                arun_item, *spec, max_concurrency=self.max_concurrency, priority=plan.priority
             ):
                 yield entry
 

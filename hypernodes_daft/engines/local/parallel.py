@@ -25,7 +25,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -44,6 +44,7 @@ from ...plan import MapPlan, RunPlan, iter_rows, make_item
 from ...results import ERROR_FIELD, error_of, failed_outputs
 from ...runtime import cancel
 from ...runtime.events import RecordingEvents
+from ...runtime.item_order import item_priorities
 from ...runtime.items import RunItem, compile_run
 from ...runtime.node_call import Services, Values
 from .streaming import FirstFailure, as_finished
@@ -252,8 +253,15 @@ def _dumps_error(error: ExecutionError, records: list[Any]) -> bytes:
 
 
 def _row_chunks(plan: MapPlan, inputs: Values, size: int) -> Iterator[tuple[int, bytes]]:
+    """Chunks of `size` consecutive rows, in index order; in a map by priority, the chunk
+    holding the highest priority first (stable: index order among equals)."""
     rows = list(iter_rows(inputs, plan.map_over, plan.map_mode))
-    for start in range(0, len(rows), size):
+    starts: Sequence[int] = range(0, len(rows), size)
+    if plan.priority is not None:
+        shared = {k: v for k, v in inputs.items() if k not in plan.map_over}
+        priorities = item_priorities(shared, plan.map_over, rows, plan.priority)
+        starts = sorted(starts, key=lambda start: -max(priorities[start : start + size]))
+    for start in starts:
         chunk = rows[start : start + size]
         try:
             yield start, cloudpickle.dumps(chunk)

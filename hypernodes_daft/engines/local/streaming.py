@@ -19,8 +19,8 @@ from itertools import islice
 from typing import Any
 
 from ...exceptions import ExecutionError
-from ...plan import iter_items
 from ...runtime import cancel
+from ...runtime.item_order import Priority, start_order
 from ...runtime.items import RunItem
 from ...runtime.loop import background_loop, hand_over, received
 from ...runtime.node_call import Values
@@ -35,10 +35,11 @@ def stream_threaded(
     map_over: tuple[str, ...],
     map_mode: str,
     window: int,
+    priority: Priority = None,
 ) -> Iterator[Streamed]:
-    """Items on `pool`, at most `window` in flight, yielded in the order they finish; a
-    failure is raised as `FirstFailure` says."""
-    items = enumerate(iter_items(inputs, map_over, map_mode))
+    """Items on `pool`, at most `window` in flight (started by `priority` when given),
+    yielded in the order they finish; a failure is raised as `FirstFailure` says."""
+    items, run_item = start_order(run_item, inputs, map_over, map_mode, priority)
     # each item in a copy of this context: its nodes see the run's token
     tasks = ((i, (contextvars.copy_context(), run_item, item, i)) for i, item in items)
     failures = FirstFailure()
@@ -55,7 +56,8 @@ class FirstFailure:
     """The failures of items run concurrently, so that the one raised is the one a
     sequential run meets first, whatever finishes first: once one is seen no new item
     starts, those running finish, then the failure of the lowest index is raised (items
-    start in index order, so every item below it has run)."""
+    start in index order, so every item below it has run; in a map by priority, the lowest
+    index among the failures seen)."""
 
     def __init__(self) -> None:
         self.seen: dict[int, BaseException] = {}
@@ -119,10 +121,12 @@ async def astream_items(
     map_over: tuple[str, ...],
     map_mode: str,
     max_concurrency: int,
+    priority: Priority = None,
 ) -> AsyncIterator[Streamed]:
-    """Items as coroutines, at most `max_concurrency` in flight, in the order they finish.
-    A cancelled run cancels the items in flight, and the stream ends."""
-    items = enumerate(iter_items(inputs, map_over, map_mode))
+    """Items as coroutines, at most `max_concurrency` in flight (started by `priority` when
+    given), in the order they finish. A cancelled run cancels the items in flight, and the
+    stream ends."""
+    items, arun_item = start_order(arun_item, inputs, map_over, map_mode, priority)
     finished: asyncio.Queue[tuple[int, Any, BaseException | None] | None] = asyncio.Queue()
     # results not yet taken: workers wait while the consumer is behind (bounded memory)
     room = asyncio.Semaphore(max_concurrency)
