@@ -91,7 +91,7 @@ class NodeSample:
     """
 
     name: str
-    calls: int = 0
+    calls: float = 0  # in the sample (a bootstrap draw's are not whole numbers)
     cached: int = 0
     errors: int = 0
     seconds: tuple[float, ...] = ()
@@ -237,17 +237,18 @@ def project(sample: Sample, seed: int | None = 0, resamples: int = RESAMPLES) ->
     """The whole input's calls, time and cost from what `sample` measured (pure: no engine,
     no clock; `seed` makes the bootstrap's range reproducible)."""
     measured = sample.size >= sample.items
-    n, c = sample.size, sample.concurrency
-    fixed = max(0.0, sample.seconds - wall_model(sample.nodes, n, n, c))
-    wall = wall_model(sample.nodes, n, sample.items, c) + fixed
+    fixed = _fixed_seconds(sample)
     draws = list(_bootstrap(sample, random.Random(seed), resamples))
-    walls = [wall_model(nodes, n, sample.items, c) + fixed for nodes in draws]
-    nodes = {n.name: _node_estimate(n, sample, draws, measured) for n in sample.nodes}
-    priced = [n for n in nodes.values() if n.cost is not None]
-    cost = sum(n.cost for n in priced) if priced else None  # type: ignore[misc]
-    cost_range = _range([_draw_cost(d, sample) for d in draws], measured, cost) if priced else None
-    if measured:  # the sample was the whole input: its wall time is the answer
-        wall = sample.seconds
+    walls = [_projected_wall(sample, draw) + fixed for draw in draws]
+    # the sample was the whole input: its wall time is the answer
+    wall = sample.seconds if measured else _projected_wall(sample, sample.nodes) + fixed
+    nodes = {
+        node.name: _node_estimate(node, [draw[at] for draw in draws], sample, measured)
+        for at, node in enumerate(sample.nodes)
+    }
+    priced = [n.cost for n in nodes.values() if n.cost is not None]
+    cost = sum(priced) if priced else None
+    costs = [_draw_cost(draw, sample) for draw in draws]
     return Estimate(
         pipeline=sample.pipeline,
         engine=sample.concurrency.engine,
@@ -256,13 +257,23 @@ def project(sample: Sample, seed: int | None = 0, resamples: int = RESAMPLES) ->
         sample_seconds=sample.seconds,
         fixed_seconds=fixed,
         wall_seconds=wall,
-        wall_range=_range(walls, measured, wall),  # type: ignore[arg-type]
+        wall_range=_range(walls, measured, wall),
         nodes=nodes,
         cost=cost,
-        cost_range=cost_range,
+        cost_range=None if cost is None else _range(costs, measured, cost),
         measured=measured,
         notes=_notes(sample, measured),
     )
+
+
+def _fixed_seconds(sample: Sample) -> float:
+    """The sample's wall time the model does not explain: a cost paid once per run."""
+    modelled = wall_model(sample.nodes, sample.size, sample.size, sample.concurrency)
+    return max(0.0, sample.seconds - modelled)
+
+
+def _projected_wall(sample: Sample, nodes: tuple[NodeSample, ...]) -> float:
+    return wall_model(nodes, sample.size, sample.items, sample.concurrency)
 
 
 def wall_model(
@@ -348,7 +359,7 @@ def _bootstrap(
 def _draw_node(node: NodeSample, sample: Sample, rng: random.Random) -> NodeSample:
     seconds = tuple(rng.choices(node.seconds, k=len(node.seconds))) if node.seconds else ()
     calls = max(0.0, rng.gauss(node.calls, _calls_error(node, sample) * sample.size))
-    return replace(node, seconds=seconds, calls=calls)  # type: ignore[arg-type]
+    return replace(node, seconds=seconds, calls=calls)
 
 
 def _calls_error(node: NodeSample, sample: Sample) -> float:
@@ -365,23 +376,21 @@ def _calls_error(node: NodeSample, sample: Sample) -> float:
 
 
 def _node_estimate(
-    node: NodeSample, sample: Sample, draws: list[tuple[NodeSample, ...]], measured: bool
+    node: NodeSample, draws: list[NodeSample], sample: Sample, measured: bool
 ) -> NodeEstimate:
+    """`node`'s projection; `draws` are its bootstrap versions."""
     scale = sample.items / sample.size
     calls = node.calls * scale
-    at = sample.nodes.index(node)
-    drawn = [d[at].calls * scale for d in draws]
+    drawn = [d.calls * scale for d in draws]
     p50, p95, _ = _percentiles(list(node.seconds))
-    cost = None if node.cost_per_call is None else calls * node.cost_per_call
-    cost_range = (
-        None
-        if node.cost_per_call is None
-        else _range([c * node.cost_per_call for c in drawn], measured, cost)
-    )
+    cost, cost_range, price = None, None, node.cost_per_call
+    if price is not None:  # hits cost nothing: only calls are paid for
+        cost = calls * price
+        cost_range = _range([c * price for c in drawn], measured, cost)
     return NodeEstimate(
         name=node.name,
         calls=calls,
-        calls_range=_range(drawn, measured, calls),  # type: ignore[arg-type]
+        calls_range=_range(drawn, measured, calls),
         cached=node.cached * scale,
         sample_calls=node.calls,
         sample_cached=node.cached,
@@ -399,17 +408,15 @@ def _draw_cost(draw: tuple[NodeSample, ...], sample: Sample) -> float:
     return sum(n.calls * scale * (n.cost_per_call or 0.0) for n in draw)
 
 
-def _range(values: list[float], measured: bool, point: float | None) -> tuple[float, float]:
+def _range(values: list[float], measured: bool, point: float) -> tuple[float, float]:
     """The 5th and 95th percentiles of `values`, widened to hold `point`; a measurement's
     range is the point itself."""
     if measured or not values:
-        return (point or 0.0, point or 0.0)
+        return (point, point)
     ordered = sorted(values)
     low = ordered[int(_LOW * (len(ordered) - 1))]
-    high = ordered[int(math.ceil(_HIGH * (len(ordered) - 1)))]
-    if point is not None:
-        low, high = min(low, point), max(high, point)
-    return (low, high)
+    high = ordered[math.ceil(_HIGH * (len(ordered) - 1))]
+    return (min(low, point), max(high, point))
 
 
 def _notes(sample: Sample, measured: bool) -> tuple[str, ...]:
@@ -515,7 +522,7 @@ def measure(
     rows = {k: v for k, v in rows.items() if k in pipeline.graph.root_args}
     concurrency = describe(engine)
     recorder = _Recorder(concurrency)
-    steps = list(_steps(plan.item.steps, top_level=True))
+    steps = _unique(_steps(plan.item.steps, top_level=True))
     recorder.limits = {s.label: _at_once(_node_sample(s, top), concurrency) for s, top in steps}
     seconds = _run(pipeline, rows, list(plan.map_over), output_name, engine, recorder)
     nodes = tuple(
@@ -573,6 +580,15 @@ def _steps(steps: Any, top_level: bool) -> Iterator[tuple[Any, bool]]:
         yield step, top_level
         if step.nested is not None:
             yield from _steps(step.nested.item.steps, top_level=False)
+
+
+def _unique(steps: Iterator[tuple[Any, bool]]) -> list[tuple[Any, bool]]:
+    """The steps, one per label: callbacks name a node by its label, so two nested pipelines
+    holding a node of the same name report into one row (kept once, not counted twice)."""
+    kept: dict[str, tuple[Any, bool]] = {}
+    for step, top_level in steps:
+        kept.setdefault(step.label, (step, top_level))
+    return list(kept.values())
 
 
 def _node_sample(step: Any, top_level: bool) -> NodeSample:

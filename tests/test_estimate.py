@@ -213,8 +213,9 @@ def test_the_sample_lands_in_the_cache_so_the_map_calls_only_the_rest(engine):
     assert metrics.summary()["slow"]["cached"] == 20
 
 
-def test_cache_hits_in_the_sample_are_reported_not_counted_as_calls():
-    engine = ENGINES["async"](MemoryCache())
+@pytest.mark.parametrize("engine", ["async", "daft"])
+def test_cache_hits_in_the_sample_are_reported_not_counted_as_calls(engine):
+    engine = ENGINES[engine](MemoryCache())
     inputs = {"x": list(range(100))}
     pipeline().estimate(inputs=inputs, map_over="x", engine=engine, seed=3)
     again = pipeline().estimate(inputs=inputs, map_over="x", engine=engine, seed=3)
@@ -291,6 +292,15 @@ def test_dataset_inputs_are_sampled_by_row(tmp_path, engine):
         inputs=read_parquet(str(tmp_path / "data.parquet")), engine=ENGINES[engine](), seed=4
     )
     assert estimate.items == 300 and estimate.nodes["fast"].calls == 300
+
+
+def test_a_lazy_daft_engine_still_runs_the_sample():
+    cache = MemoryCache()
+    estimate = pipeline().estimate(
+        inputs={"x": list(range(100))}, map_over="x", engine=DaftEngine(collect=False, cache=cache)
+    )
+    assert estimate.nodes["slow"].sample_calls == 20 and estimate.nodes["slow"].calls == 100
+    assert len(cache) == 40  # both nodes' calls of the 20 items, stored
 
 
 def test_the_engine_defaults_to_the_pipelines():
