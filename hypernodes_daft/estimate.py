@@ -48,6 +48,7 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -292,23 +293,21 @@ def wall_model(
 def _items_wall(
     nodes: tuple[NodeSample, ...], per_item: dict[str, float], items: int, c: Concurrency
 ) -> float:
-    """HypernodesEngine: items flow through the nodes; the slowest rate (items per second)
-    sets the pace: the items in flight, or a node's max_concurrency or rate_limit, or the
-    async executor's threads for sync nodes."""
-    latency = sum(per_item[n.name] * n.mean_seconds for n in nodes if n.top_level)
-    rates = [c.items_in_flight / latency] if latency > 0 else []
+    """HypernodesEngine: items flow through the nodes; the tightest bound sets the pace:
+    the items in flight, a node's max_concurrency or rate_limit, or the async executor's
+    threads for sync nodes."""
+    top = [n for n in nodes if n.top_level]
+    bounds = [_makespan(items, *_item_time(top, per_item), c.items_in_flight)]
     for n in _leaves(nodes):
-        busy = per_item[n.name] * n.mean_seconds  # seconds of this node per item
-        if n.max_concurrency and busy > 0:
-            rates.append(n.max_concurrency * c.processes / busy)
-        if n.rate_limit and per_item[n.name] > 0:
-            rates.append(n.rate_limit * c.processes / per_item[n.name])
-    sync_busy = sum(per_item[n.name] * n.mean_seconds for n in _leaves(nodes) if not n.is_async)
-    if c.sync_threads and sync_busy > 0:
-        rates.append(c.sync_threads / sync_busy)
-    if not rates:
-        return 0.0
-    return max(items / min(rates), latency)
+        calls = per_item[n.name] * items
+        if n.max_concurrency:
+            bounds.append(_makespan(calls, *_spread(n), n.max_concurrency * c.processes))
+        if n.rate_limit and calls > 0:
+            bounds.append(calls / (n.rate_limit * c.processes) + n.mean_seconds)
+    sync = [n for n in _leaves(nodes) if not n.is_async]
+    if c.sync_threads and sync:
+        bounds.append(_makespan(items, *_item_time(sync, per_item), c.sync_threads))
+    return max(bounds)
 
 
 def _stages_wall(
@@ -323,15 +322,48 @@ def _stages_wall(
         calls = per_item[n.name] * items
         if calls <= 0:
             continue
-        at_once = min(_at_once(n, c), rows)
-        stage = max(n.mean_seconds, calls * n.mean_seconds / (at_once * c.processes))
+        stage = _makespan(calls, *_spread(n), min(_at_once(n, c), rows) * c.processes)
         if n.rate_limit:
-            stage = max(stage, calls / (n.rate_limit * c.processes))
+            stage = max(stage, calls / (n.rate_limit * c.processes) + n.mean_seconds)
         stages.append(stage)
     if not stages:
         return 0.0
     slowest = max(stages)
     return slowest + (sum(stages) - slowest) / batches
+
+
+def _makespan(jobs: float, mean: float, sd: float, slots: float) -> float:
+    """Seconds for `jobs` jobs of `mean` (+- `sd`) seconds on `slots` slots, each slot
+    taking the next job when it is free: every slot's share of the work, plus the spread of
+    the one that ends last (its sum of jobs is about normal; the last of `slots` such sums
+    ends about `_expected_max(slots)` standard deviations late). With `sd` 0 it is
+    jobs x mean / slots, and never less than one job."""
+    if jobs <= 0 or mean <= 0:
+        return 0.0
+    used = max(1.0, min(slots, jobs))  # no more slots busy than jobs
+    per_slot = jobs / used
+    return per_slot * mean + sd * math.sqrt(per_slot) * _expected_max(round(used))
+
+
+def _expected_max(k: int) -> float:
+    """The expected largest of `k` standard normal draws (Blom's approximation)."""
+    if k <= 1:
+        return 0.0
+    return statistics.NormalDist().inv_cdf((k - 0.375) / (k + 0.25))
+
+
+def _spread(node: NodeSample) -> tuple[float, float]:
+    """A node's mean and standard deviation of seconds per call."""
+    sd = statistics.pstdev(node.seconds) if len(node.seconds) > 1 else 0.0
+    return node.mean_seconds, sd
+
+
+def _item_time(nodes: list[NodeSample], per_item: dict[str, float]) -> tuple[float, float]:
+    """The mean and standard deviation of one item's time in `nodes` (its calls of each,
+    independent)."""
+    spreads = [(per_item[n.name], *_spread(n)) for n in nodes]
+    mean = sum(k * m for k, m, _ in spreads)
+    return mean, math.sqrt(sum(k * sd * sd for k, _, sd in spreads))
 
 
 def _at_once(node: NodeSample, c: Concurrency) -> int:
@@ -486,7 +518,8 @@ class _Recorder(PipelineCallback):
             per_call = seconds / math.ceil(rows / at_once)
             with self._lock:
                 self.seconds.setdefault(node_id, []).extend([per_call] * rows)
-                self.batched.add(node_id)
+                if rows > 1:  # a batch of one row is one call, timed
+                    self.batched.add(node_id)
 
 
 def measure(
@@ -565,12 +598,28 @@ def _run(
     options = pipeline._options()
     callbacks = [*(options.get("callbacks") or ()), recorder]
     started = time.perf_counter()
-    if getattr(engine, "collect", True):
-        engine.map(plan, values, cache=options.get("cache"), callbacks=callbacks)
-    else:  # DaftEngine(collect=False) would only build a frame: its stream runs it
-        for _ in engine.iter_map(plan, values, cache=options.get("cache"), callbacks=callbacks):
-            pass
+    with _row_batches(engine):
+        if getattr(engine, "collect", True):
+            engine.map(plan, values, cache=options.get("cache"), callbacks=callbacks)
+        else:  # DaftEngine(collect=False) would only build a frame: its stream runs it
+            for _ in engine.iter_map(plan, values, cache=options.get("cache"), callbacks=callbacks):
+                pass
     return time.perf_counter() - started
+
+
+@contextmanager
+def _row_batches(engine: Any) -> Iterator[None]:
+    """On DaftEngine, the sample's rows one per Daft batch: Daft reports a node's calls a
+    batch at a time, so a batch of one row is one call, timed (a batch of 20 async calls
+    would give only its slowest). Daft runs these batches at once, each node's
+    max_concurrency still bounding its calls in flight."""
+    if type(engine).__name__ != "DaftEngine":
+        yield
+        return
+    import daft
+
+    with daft.context.execution_config_ctx(default_morsel_size=1):
+        yield
 
 
 def _steps(steps: Any, top_level: bool) -> Iterator[tuple[Any, bool]]:

@@ -8,6 +8,8 @@ cache hits, cost), no timing beyond generous sanity.
 from __future__ import annotations
 
 import asyncio
+import math
+import statistics
 import textwrap
 
 import pyarrow as pa
@@ -30,6 +32,7 @@ from hypernodes_daft.estimate import (
     NodeSample,
     Sample,
     describe,
+    measure,
     project,
     wall_model,
 )
@@ -102,10 +105,22 @@ def test_a_node_limit_or_rate_limit_is_the_bottleneck():
     limited = timed("slow", 20, 0.1, is_async=True, max_concurrency=10)
     assert wall_model((fast, limited), 20, 2000, ASYNC) == pytest.approx(2000 * 0.1 / 10)
     rated = timed("slow", 20, 0.1, is_async=True, rate_limit=50)
-    assert wall_model((fast, rated), 20, 2000, ASYNC) == pytest.approx(2000 / 50)
+    assert wall_model((fast, rated), 20, 2000, ASYNC) == pytest.approx(2000 / 50 + 0.1)
     # the parallel executor: limits are per process
     parallel = Concurrency("parallel", items_in_flight=4, processes=4)
     assert wall_model((rated,), 20, 2000, parallel) == pytest.approx(2000 * 0.1 / 4)
+
+
+def test_calls_of_varying_length_end_later_than_their_mean_says():
+    """100 slots, 20 items each: the slot that ends last is about 2.5 standard deviations
+    of its 20 items' sum late."""
+    varied = NodeSample("ask", calls=20, seconds=(0.05, 0.15) * 10, is_async=True)
+    expected_last = statistics.NormalDist().inv_cdf((100 - 0.375) / (100 + 0.25))
+    late = 0.05 * math.sqrt(20) * expected_last  # pstdev of (0.05, 0.15) is 0.05
+    assert wall_model((varied,), 20, 2000, ASYNC) == pytest.approx(2.0 + late)
+    assert wall_model((varied,), 20, 2000, DAFT) == pytest.approx(2.0 + late)
+    constant = timed("ask", 20, 0.1, is_async=True)
+    assert wall_model((constant,), 20, 2000, ASYNC) == pytest.approx(2.0)
 
 
 def test_sync_nodes_share_the_async_executors_threads():
@@ -197,7 +212,11 @@ def test_the_sample_runs_for_real_and_projects_calls(engine):
     assert estimate.cost == pytest.approx(2.0)
     assert 0 < estimate.wall_seconds < 60  # generous: a 2 ms node, 2,000 items
     assert estimate.wall_range[0] <= estimate.wall_seconds <= estimate.wall_range[1]
-    assert estimate.nodes["slow"].per_call is (engine == "async")
+
+    # each call timed (on DaftEngine the sample runs one row per batch): the spread is seen
+    sample = measure(pipeline(), {"x": list(range(2000))}, "x", engine=ENGINES[engine]())
+    slow_node = next(n for n in sample.nodes if n.name == "slow")
+    assert slow_node.per_call and len(set(slow_node.seconds)) == 20
 
 
 @pytest.mark.parametrize("engine", ["async", "daft"])
@@ -295,10 +314,12 @@ def test_dataset_inputs_are_sampled_by_row(tmp_path, engine):
 
 
 def test_a_lazy_daft_engine_still_runs_the_sample():
-    cache = MemoryCache()
-    estimate = pipeline().estimate(
+    cache, metrics = MemoryCache(), MetricsCallback()
+    lazy = Pipeline(nodes=[fast, slow], callbacks=[metrics])  # the pipeline's callbacks too
+    estimate = lazy.estimate(
         inputs={"x": list(range(100))}, map_over="x", engine=DaftEngine(collect=False, cache=cache)
     )
+    assert metrics.summary()["slow"]["calls"] == 20
     assert estimate.nodes["slow"].sample_calls == 20 and estimate.nodes["slow"].calls == 100
     assert len(cache) == 40  # both nodes' calls of the 20 items, stored
 
