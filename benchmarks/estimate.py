@@ -1,18 +1,22 @@
 """`Pipeline.estimate`: a 20-item estimate against the measured full map (issue 19).
 
 A pipeline of two async nodes, `fast` (`asyncio.sleep(0.01)`) then `slow`
-(`asyncio.sleep(0.1)`), mapped over 2,000 items (200 items, 1 ms and 5 ms in --smoke), on
-`HypernodesEngine(map_executor="async")` (100 items in flight) and on `DaftEngine()` (the
-native runner, 100 async calls in flight per node). For each engine and each repeat
+(`asyncio.sleep(0.1)`), mapped over 2,000 items (200 items, 1 ms and 5 ms in --smoke); then
+the same with latencies that vary (lognormal, sigma 0.6: each item's sleep is the base
+times exp(N(0, 0.6)), seeded by the item), where the end of the map waits for its slowest
+calls. Each on `HypernodesEngine(map_executor="async")` (100 items in flight) and on
+`DaftEngine()` (the native runner, 100 async calls in flight per node). For each engine and
+each repeat
 (--repeat, default 3): `pipeline.estimate(sample=20, seed=repeat)` on an engine without a
 cache, then the full map, timed, on a new engine of the same kind, without a cache (so it
 is the cold run the estimate predicts).
 
 Rows per engine: the measured full map (the baseline: the median of the repeats), the
 estimate's projected wall time (the median of the repeats; budget: within 25% of the
-measured map, the issue's acceptance check), and the estimate call itself (the sample's
-run and the projection: reported). The notes give every repeat's estimate, its 90% range
-and its error against the full map of the same repeat.
+measured map: the issue's acceptance check on the first workload), and the estimate call
+itself (the sample's run and the projection: reported). The notes give every repeat's
+estimate, its 90% range and its error against the full map of the same repeat, and how
+often the range held the measured time.
 
 Results are checked: every full map's `b` is (x + 1) * 2, and each estimate projects
 exactly the map's calls (2,000 per node); a row with wrong results says WRONG and the
@@ -24,6 +28,8 @@ from hypernodes_daft._local_only import keep_local
 keep_local()  # before anything imports daft or ray: only 127.0.0.1 may be contacted
 
 import asyncio  # noqa: E402
+import math  # noqa: E402
+import random  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -37,19 +43,32 @@ from hypernodes_daft import DaftEngine, HypernodesEngine, Pipeline, node  # noqa
 
 SAMPLE = 20
 WITHIN = 0.25
+SPREAD = 0.6  # lognormal sigma of the second workload: its slowest of 2,000 calls ~6x mean
 
 
 @dataclass
 class Workload:
+    """Two async nodes sleeping `fast_s` and `slow_s` seconds; with `spread`, each item's
+    sleep is that times exp(N(0, spread)), drawn from a generator seeded by the item (a
+    lognormal latency, the same in every run)."""
+
     items: int
     fast_s: float
     slow_s: float
+    spread: float = 0.0
 
     @property
     def name(self) -> str:
+        kind = f"lognormal (sigma {self.spread:g}) " if self.spread else ""
         return (
-            f"{self.fast_s * 1e3:g} ms + {self.slow_s * 1e3:g} ms async nodes, {self.items:,} items"
+            f"{self.fast_s * 1e3:g} ms + {self.slow_s * 1e3:g} ms {kind}async nodes, "
+            f"{self.items:,} items"
         )
+
+    def sleep(self, base: float, item: int) -> float:
+        if not self.spread:
+            return base
+        return base * math.exp(random.Random(item).gauss(0, self.spread))
 
 
 @dataclass
@@ -66,12 +85,12 @@ class Runs:
 def make_pipeline(work: Workload) -> Pipeline:
     @node(output_name="a")
     async def fast(x: int) -> int:
-        await asyncio.sleep(work.fast_s)
+        await asyncio.sleep(work.sleep(work.fast_s, x))
         return x + 1
 
     @node(output_name="b")
     async def slow(a: int) -> int:
-        await asyncio.sleep(work.slow_s)
+        await asyncio.sleep(work.sleep(work.slow_s, -a))
         return a * 2
 
     return Pipeline(nodes=[fast, slow], name="two_sleeps")
@@ -114,7 +133,7 @@ def add_rows(report: Report, work: Workload, label: str, runs: Runs) -> None:
         work.items,
         baseline=base,
         budget=Budget("within", WITHIN),
-        note=_errors(runs),
+        note=("lognormal: " if work.spread else "constant: ") + _errors(runs),
         wrong=runs.wrong,
     )
     calls = Timing(statistics.median(runs.calls), runs.calls)
@@ -122,12 +141,15 @@ def add_rows(report: Report, work: Workload, label: str, runs: Runs) -> None:
 
 
 def _errors(runs: Runs) -> str:
-    """Each repeat: estimate (range) vs measured, and the error."""
+    """Each repeat: estimate (range) vs measured, and the error; how often the range held
+    the measured time."""
+    repeats = list(zip(runs.estimated, runs.ranges, runs.measured, strict=True))
     parts = [
         f"{e:.2f} s ({low:.2f}-{high:.2f}) vs {m:.2f} s: {e / m - 1:+.1%}"
-        for e, (low, high), m in zip(runs.estimated, runs.ranges, runs.measured, strict=True)
+        for e, (low, high), m in repeats
     ]
-    return "; ".join(parts)
+    held = sum(low <= m <= high for _, (low, high), m in repeats)
+    return "; ".join(parts) + f"; measured within the range {held} of {len(repeats)} times"
 
 
 ENGINES: dict[str, Callable[[], Any]] = {
@@ -138,10 +160,14 @@ ENGINES: dict[str, Callable[[], Any]] = {
 
 def main() -> int:
     args = parse_args(__doc__, default_repeat=3)
-    work = Workload(200, 0.001, 0.005) if args.smoke else Workload(2000, 0.01, 0.1)
+    if args.smoke:
+        workloads = [Workload(200, 0.001, 0.005), Workload(200, 0.001, 0.005, SPREAD)]
+    else:
+        workloads = [Workload(2000, 0.01, 0.1), Workload(2000, 0.01, 0.1, SPREAD)]
     report = Report("estimate", args)
-    for label, make_engine in ENGINES.items():
-        add_rows(report, work, label, measure(work, make_engine, args.repeat))
+    for work in workloads:
+        for label, make_engine in ENGINES.items():
+            add_rows(report, work, label, measure(work, make_engine, args.repeat))
     return report.finish()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import statistics
 import textwrap
 
@@ -31,6 +32,7 @@ from hypernodes_daft.estimate import (
     Concurrency,
     NodeSample,
     Sample,
+    _resampled,  # the bootstrap's shortcut, checked alone
     describe,
     measure,
     project,
@@ -157,6 +159,16 @@ def test_the_range_comes_from_the_spread_and_is_reproducible():
     assert low < first.wall_seconds < high
     assert again.wall_range == first.wall_range
     assert first.nodes["ask"].p50 < first.nodes["ask"].p95
+
+
+def test_many_calls_are_resampled_in_part_with_the_spread_of_a_full_resample():
+    node = NodeSample("ask", calls=1000, seconds=tuple(float(i) for i in range(1000)))
+    rng = random.Random(0)
+    means = [statistics.fmean(_resampled(node, rng)) for _ in range(2000)]
+    assert len(_resampled(node, rng)) == 200
+    assert statistics.fmean(means) == pytest.approx(node.mean_seconds, rel=0.01)
+    full = statistics.pstdev(node.seconds) / math.sqrt(1000)  # a full resample's
+    assert statistics.pstdev(means) == pytest.approx(full, rel=0.1)
 
 
 def test_a_sample_of_the_whole_input_is_a_measurement():
