@@ -15,22 +15,24 @@ Two halves, kept apart so the projection can be checked on plain numbers:
   calls, cache hits and seconds per call it saw, and the engine's concurrency (`Concurrency`).
 - `project` turns a `Sample` into an `Estimate`. No engine, no clock: pure arithmetic.
 
-The wall-time models (see docs/estimate.md for their limits):
+The wall-time models (docs/estimate.md has them in full, with their limits):
 
-- HypernodesEngine: an item takes `L` = the sum over the item's nodes of calls per item x
-  mean seconds per call. Items go through at `C / L` a second, `C` the items in flight
-  (sequential 1; threaded and parallel `max_workers`; async `max_concurrency`), unless a
-  node is the bottleneck: `max_concurrency` m lets it do `m / seconds` calls a second,
-  `rate_limit` r lets it start r a second (both per process: x processes for "parallel"),
-  and the async executor's sync nodes share its thread pool. Wall = N / (the slowest rate).
-- DaftEngine: each node is a stage over batches of rows; a stage of C calls of s seconds
-  takes `C x s / c` (at least s), c the calls it runs at once (an async node: its
-  `max_concurrency` or the engine's, at most the batch's rows; a sync node: 1, or its
-  `max_concurrency` threads), and at least C / rate_limit. One batch runs the stages one
-  after the other; many batches overlap them (the slowest stage, plus the others' share of
-  one batch). On Ray, stages are divided among `partitions` processes (1 when unset).
-- Both: the sample's wall time minus the model's time for the sample is a fixed cost per run
+- HypernodesEngine: items flow through the nodes, `C` at once (sequential 1; threaded and
+  parallel `max_workers`; async `max_concurrency`); a node's `max_concurrency` or
+  `rate_limit` (per process: x processes on "parallel"), or the async executor's threads
+  for sync nodes, may bound it tighter. The wall time is the largest bound.
+- DaftEngine: each node is a stage over batches of rows, running its calls at most `c` at
+  once (an async node: its `max_concurrency` or the engine's; a sync node: 1, or its
+  `max_concurrency` threads) and starting at most `rate_limit` a second. One batch runs the
+  stages one after the other; many batches overlap them. On Ray, stages are divided among
+  `partitions` processes (1 when unset).
+- Every bound is a makespan (`_makespan`): jobs over slots, plus the lateness of the slot
+  that ends last, which grows with the spread of the calls' seconds.
+- The sample's wall time minus the model's time for the sample is a fixed cost per run
   (planning, Daft's query start, a process pool's start), added to the projection.
+
+On DaftEngine the sample runs one row per Daft batch (Daft reports calls a batch at a
+time: a batch of one row is one call, timed).
 
 The range is a bootstrap: the seconds per call are resampled from the sample's calls, the
 calls per item drawn from their sampling error (a node called once per item: binomial in
@@ -477,8 +479,8 @@ def _notes(sample: Sample, measured: bool) -> tuple[str, ...]:
         )
     if any(not n.per_call for n in sample.nodes if n.calls):
         notes.append(
-            "DaftEngine reports batches, not calls: p50/p95 are per-batch seconds per call, "
-            "and the range does not see the spread of single calls"
+            "some calls were timed a batch of rows at a time (DaftEngine): their p50/p95 "
+            "are a batch's seconds per call, and the range does not see single calls"
         )
     unmeasured = [n.name for n in _leaves(sample.nodes) if not n.calls and not n.cached]
     if unmeasured:
