@@ -375,7 +375,6 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="map a pipeline over a Parquet dataset, write Parquet")
     run.set_defaults(command=run_command)
     run.add_argument("--output", required=True, help="directory for the Parquet output")
-    run.add_argument("--outputs", nargs="+", help="the outputs to compute (default: all)")
     inspect = commands.add_parser("inspect", help="print a pipeline's nodes, inputs and plan")
     inspect.set_defaults(command=inspect_command)
     inspect.add_argument("--graph", metavar="FILE.svg", help="draw the DAG to an SVG file")
@@ -383,13 +382,16 @@ def _parser() -> argparse.ArgumentParser:
         "estimate", help="run a random sample of the rows; project calls, time and cost"
     )
     estimate.set_defaults(command=estimate_command)
-    estimate.add_argument("--outputs", nargs="+", help="the outputs to compute (default: all)")
     estimate.add_argument("--sample", type=int, default=20, help="rows to run (default 20)")
     estimate.add_argument("--seed", type=int, help="the sample's random seed (reproducible)")
     for command in (run, inspect, estimate):
         command.add_argument("target", help="FILE.py:NAME, the Pipeline (or a function making one)")
-        needed = command is not inspect
+        needed = command is not inspect  # run and estimate map over a dataset
         command.add_argument("--input", required=needed, help="Parquet file, dir or glob")
+        if needed:
+            command.add_argument(
+                "--outputs", nargs="+", help="the outputs to compute (default: all)"
+            )
         command.add_argument("--map-over", nargs="+", help="columns to map over")
         engine_help = "default: daft" if needed else "daft: also print the Daft plan"
         command.add_argument(

@@ -78,7 +78,6 @@ __all__ = [
 RESAMPLES = 1000
 _RESAMPLED_MAX = 200  # calls resampled per node and draw (see _resampled)
 _LOW, _HIGH = 0.05, 0.95  # the range's percentiles
-_Z90 = 1.645  # a normal's 95th percentile: the calls' 90% range
 _ASYNC_THREADS_MAX = 256  # as HypernodesEngine: sync nodes' threads under the async executor
 
 
@@ -89,10 +88,11 @@ _ASYNC_THREADS_MAX = 256  # as HypernodesEngine: sync nodes' threads under the a
 class NodeSample:
     """One node as the sample saw it, and the options that bound how fast it can go.
 
-    `seconds` holds one value per call measured (on DaftEngine, which reports batches, each
-    batch's seconds per call, once per row: `per_call` is then False). `top_level`: a step of
-    the item's plan (its time is part of the item's; a nested pipeline's inner nodes are
-    not). `nested`: the step is a nested pipeline (its time holds its inner nodes').
+    `seconds` holds one value per call measured (a batch of several rows, as DaftEngine may
+    report, gives its seconds per call once per row: `per_call` is then False).
+    `top_level`: a step of the item's plan (its time is part of the item's; a nested
+    pipeline's inner nodes are not). `nested`: the step is a nested pipeline (its time holds
+    its inner nodes').
     """
 
     name: str
@@ -497,15 +497,14 @@ class _Recorder(PipelineCallback):
     """Counts each node's calls, cache hits and errors, and keeps the seconds per call
     (per-call hooks on HypernodesEngine; batches on DaftEngine)."""
 
-    def __init__(self, concurrency: Concurrency) -> None:
+    def __init__(self, limits: dict[str, int]) -> None:
         self._lock = threading.Lock()
-        self._limit = concurrency.node_limit
+        self.limits = limits  # per node: the calls a Daft batch runs at once
         self.calls: dict[str, int] = {}
         self.cached: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.seconds: dict[str, list[float]] = {}
-        self.batched: set[str] = set()
-        self.limits: dict[str, int] = {}  # async calls a Daft batch runs at once, per node
+        self.batched: set[str] = set()  # nodes timed a batch of several rows at a time
 
     def _add(self, counts: dict[str, int], node_id: str, n: int = 1) -> None:
         with self._lock:
@@ -554,41 +553,40 @@ def measure(
 ) -> Sample:
     """Run a random sample of `sample` items of the map through `pipeline` on `engine`
     (default: the pipeline's), with the pipeline's or engine's cache, and return what it
-    measured. Errors name the pipeline and the argument."""
+    measured. Errors name the pipeline and the argument.
+
+        sample = measure(pipeline, {"x": xs}, map_over="x", sample=20, seed=1)
+        project(sample).wall_seconds
+    """
     from .pipeline import _MapSource  # the map's items as Pipeline.map forms them
 
     owner = f"pipeline '{pipeline.label}'"
-    _check_sample(sample, owner)
+    _check_arguments(pipeline, inputs, map_over, sample, owner)
+    engine, plan, values = pipeline._map_call(inputs, map_over, map_mode, output_name, engine)
+    values = materialize(values, plan.map_over, owner)
+    total = _count_items(values, plan.map_over, plan.map_mode, owner)
+    picked = sorted(random.Random(seed).sample(range(total), min(sample, total)))
+    rows = _MapSource(pipeline, (engine, plan, values), output_name, "raise").inputs_of(picked)
+    read = {k: v for k, v in rows.items() if k in pipeline.graph.root_args}  # not other columns
+    concurrency = describe(engine)
+    steps = [(_node_sample(s, top), s) for s, top in _unique(_steps(plan.item.steps, True))]
+    recorder = _Recorder({n.name: _at_once(n, concurrency) for n, _ in steps})
+    seconds = _run(pipeline, read, list(plan.map_over), output_name, engine, recorder)
+    nodes = tuple(_observed(n, recorder) for n, step in steps if _seen(step, recorder))
+    return Sample(pipeline.label, total, len(picked), seconds, nodes, concurrency)
+
+
+def _check_arguments(
+    pipeline: Pipeline, inputs: Any, map_over: Any, sample: Any, owner: str
+) -> None:
+    """estimate's own arguments (the map's are checked as `map` checks them)."""
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+        raise ValueError(f"{owner}: estimate(sample=...) must be an int >= 1, got {sample!r}")
     if map_over is None and not any(isinstance(v, Column) for v in _given(pipeline, inputs)):
         raise TypeError(
             f"{owner}: estimate() needs map_over=, the name(s) of the list inputs to map "
             "(or dataset columns as inputs)"
         )
-    engine, plan, values = pipeline._map_call(inputs, map_over, map_mode, output_name, engine)
-    values = materialize(values, plan.map_over, owner)
-    total = _count_items(values, plan.map_over, plan.map_mode)
-    if total == 0:
-        raise ValueError(f"{owner}: estimate() over an empty input: there is nothing to map")
-    picked = sorted(random.Random(seed).sample(range(total), min(sample, total)))
-    source = _MapSource(pipeline, (engine, plan, values), output_name, "raise")
-    rows = source.inputs_of(picked)
-    rows = {k: v for k, v in rows.items() if k in pipeline.graph.root_args}
-    concurrency = describe(engine)
-    recorder = _Recorder(concurrency)
-    steps = _unique(_steps(plan.item.steps, top_level=True))
-    recorder.limits = {s.label: _at_once(_node_sample(s, top), concurrency) for s, top in steps}
-    seconds = _run(pipeline, rows, list(plan.map_over), output_name, engine, recorder)
-    nodes = tuple(
-        _observed(_node_sample(step, top), recorder)
-        for step, top in steps
-        if _seen(step, recorder, concurrency)
-    )
-    return Sample(pipeline.label, total, len(picked), seconds, nodes, concurrency)
-
-
-def _check_sample(sample: Any, owner: str) -> None:
-    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
-        raise ValueError(f"{owner}: estimate(sample=...) must be an int >= 1, got {sample!r}")
 
 
 def _given(pipeline: Pipeline, inputs: Any) -> list[Any]:
@@ -599,9 +597,12 @@ def _given(pipeline: Pipeline, inputs: Any) -> list[Any]:
         return []  # _map_call raises the clear error
 
 
-def _count_items(values: dict[str, Any], names: tuple[str, ...], mode: str) -> int:
+def _count_items(values: dict[str, Any], names: tuple[str, ...], mode: str, owner: str) -> int:
     lengths = [len(values[n]) for n in names]
-    return min(lengths) if mode == "zip" else math.prod(lengths)
+    total = min(lengths) if mode == "zip" else math.prod(lengths)
+    if total == 0:
+        raise ValueError(f"{owner}: estimate() over an empty input: there is nothing to map")
+    return total
 
 
 def _run(
@@ -676,7 +677,7 @@ def _node_sample(step: Any, top_level: bool) -> NodeSample:
     )
 
 
-def _seen(step: Any, recorder: _Recorder, concurrency: Concurrency) -> bool:
+def _seen(step: Any, recorder: _Recorder) -> bool:
     """Whether to report the step: every node that calls a function; a nested pipeline only
     where the engine reports it (DaftEngine inlines them)."""
     if step.nested is None:

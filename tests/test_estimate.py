@@ -11,6 +11,8 @@ import asyncio
 import math
 import random
 import statistics
+import subprocess
+import sys
 import textwrap
 
 import pyarrow as pa
@@ -384,7 +386,11 @@ from hypernodes_daft import Pipeline, node
 def double(x: int) -> int:
     return 2 * x
 
-pipeline = Pipeline(nodes=[double], name="doubler")
+@node(output_name="labelled")
+def label(doubled: int) -> str:
+    return f"n{doubled}"
+
+pipeline = Pipeline(nodes=[double, label], name="doubler")
 """
 
 
@@ -405,10 +411,31 @@ def test_the_estimate_command_prints_the_table(project_dir, capsys, engine):
     assert "| double " in out and "cost:      5.0000" in out
 
 
+def test_the_estimate_command_runs_as_a_process(project_dir):
+    command = [sys.executable, "-m", "hypernodes_daft.cli", "estimate", "pipe.py:pipeline"]
+    done = subprocess.run(
+        [*command, "--input", "data.parquet", "--engine", "local", "--sample", "5"],
+        cwd=project_dir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "a sample of 5" in done.stdout and "wall time:" in done.stdout
+
+
+def test_the_estimate_command_estimates_only_the_outputs_asked_for(project_dir, capsys):
+    args = ["estimate", "pipe.py:pipeline", "--input", "data.parquet", "--engine", "local"]
+    assert main([*args, "--outputs", "labelled"]) == 0
+    assert "| label " in capsys.readouterr().out
+    assert main([*args, "--outputs", "doubled"]) == 0
+    assert "| label " not in capsys.readouterr().out
+
+
 def test_the_estimate_command_caches_the_sample(project_dir, capsys):
     args = ["estimate", "pipe.py:pipeline", "--input", "data.parquet", "--cache", "c"]
     assert main([*args, "--sample", "10", "--engine", "local"]) == 0
-    assert len(list((project_dir / "c").glob("*/*.pkl"))) == 10
+    assert len(list((project_dir / "c").glob("*/*.pkl"))) == 20  # 10 rows x 2 nodes
 
 
 @pytest.mark.parametrize(
