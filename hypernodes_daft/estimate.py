@@ -78,6 +78,7 @@ __all__ = [
 RESAMPLES = 1000
 _RESAMPLED_MAX = 200  # calls resampled per node and draw (see _resampled)
 _LOW, _HIGH = 0.05, 0.95  # the range's percentiles
+_STARTUP_SHOWN = 0.05  # seconds of start-up worth a line in the table
 _ASYNC_THREADS_MAX = 256  # as HypernodesEngine: sync nodes' threads under the async executor
 
 
@@ -139,7 +140,13 @@ class Concurrency:
 
 @dataclass(frozen=True)
 class Sample:
-    """A sample of `size` items out of `items`, run in `seconds` of wall time."""
+    """A sample of `size` items out of `items`, run in `seconds` of wall time.
+
+    `runs` are the maps the sample ran, one after another, as (items, seconds): the first
+    item alone (it pays what an engine starts once: a process pool, Daft's first query),
+    then the others in runs no larger than the smallest `max_concurrency` (so no call
+    waits for a slot, and each call's seconds are its own). Empty: one run of them all.
+    """
 
     pipeline: str
     items: int
@@ -147,6 +154,7 @@ class Sample:
     seconds: float
     nodes: tuple[NodeSample, ...]
     concurrency: Concurrency
+    runs: tuple[tuple[int, float], ...] = ()
 
 
 # -- the projection: plain data ----------------------------------------------------------------
@@ -192,6 +200,7 @@ class Estimate:
     sample_size: int
     sample_seconds: float
     fixed_seconds: float
+    startup_seconds: float
     wall_seconds: float
     wall_range: tuple[float, float]
     nodes: dict[str, NodeEstimate]
@@ -235,6 +244,11 @@ class Estimate:
         ]
         if self.cost is not None and self.cost_range is not None:
             lines.append(f"cost:      {_money(self.cost)} (range {_span(self.cost_range, _money)})")
+        if self.startup_seconds >= _STARTUP_SHOWN:
+            lines.append(
+                f"start-up:  {self.startup_seconds:.2f} s more in the sample's first run (a "
+                "process pool, Daft's first query): a new engine or process pays it again"
+            )
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
@@ -246,7 +260,7 @@ def project(sample: Sample, seed: int | None = 0, resamples: int = RESAMPLES) ->
     """The whole input's calls, time and cost from what `sample` measured (pure: no engine,
     no clock; `seed` makes the bootstrap's range reproducible)."""
     measured = sample.size >= sample.items
-    fixed = _fixed_seconds(sample)
+    startup, fixed = _unexplained(sample)
     draws = list(_bootstrap(sample, random.Random(seed), resamples))
     walls = [_projected_wall(sample, draw) + fixed for draw in draws]
     # the sample was the whole input: its wall time is the answer
@@ -265,6 +279,7 @@ def project(sample: Sample, seed: int | None = 0, resamples: int = RESAMPLES) ->
         sample_size=sample.size,
         sample_seconds=sample.seconds,
         fixed_seconds=fixed,
+        startup_seconds=startup,
         wall_seconds=wall,
         wall_range=_range(walls, measured, wall),
         nodes=nodes,
@@ -275,10 +290,19 @@ def project(sample: Sample, seed: int | None = 0, resamples: int = RESAMPLES) ->
     )
 
 
-def _fixed_seconds(sample: Sample) -> float:
-    """The sample's wall time the model does not explain: a cost paid once per run."""
-    modelled = wall_model(sample.nodes, sample.size, sample.size, sample.concurrency)
-    return max(0.0, sample.seconds - modelled)
+def _unexplained(sample: Sample) -> tuple[float, float]:
+    """What the model does not explain of the sample's runs: a fixed cost every map pays
+    (planning, Daft's query), the mean over the runs after the first; and a start-up cost,
+    what the first run took beyond that (an engine's pool, Daft's first query)."""
+    runs = sample.runs or ((sample.size, sample.seconds),)
+    left = [
+        max(0.0, seconds - wall_model(sample.nodes, sample.size, items, sample.concurrency))
+        for items, seconds in runs
+    ]
+    if len(left) == 1:
+        return 0.0, left[0]
+    fixed = statistics.fmean(left[1:])
+    return max(0.0, left[0] - fixed), fixed
 
 
 def _projected_wall(sample: Sample, nodes: tuple[NodeSample, ...]) -> float:
@@ -571,9 +595,11 @@ def measure(
     concurrency = describe(engine)
     steps = [(_node_sample(s, top), s) for s, top in _unique(_steps(plan.item.steps, True))]
     recorder = _Recorder({n.name: _at_once(n, concurrency) for n, _ in steps})
-    seconds = _run(pipeline, read, list(plan.map_over), output_name, engine, recorder)
+    sizes = _run_sizes(len(picked), total, [n for n, _ in steps])
+    runs = _run(pipeline, read, list(plan.map_over), output_name, engine, recorder, sizes)
     nodes = tuple(_observed(n, recorder) for n, step in steps if _seen(step, recorder))
-    return Sample(pipeline.label, total, len(picked), seconds, nodes, concurrency)
+    seconds = sum(s for _, s in runs)
+    return Sample(pipeline.label, total, len(picked), seconds, nodes, concurrency, tuple(runs))
 
 
 def _check_arguments(
@@ -612,20 +638,48 @@ def _run(
     output_name: Any,
     engine: Any,
     recorder: _Recorder,
+    sizes: list[int],
+) -> list[tuple[int, float]]:
+    """The sample's maps, one per run of `sizes` items (zip over its rows), with the
+    pipeline's cache and callbacks plus `recorder`; (items, wall time) of each."""
+    runs, first = [], 0
+    for size in sizes:
+        part = {k: v[first : first + size] if k in map_over else v for k, v in rows.items()}
+        first += size
+        runs.append((size, _run_once(pipeline, part, map_over, output_name, engine, recorder)))
+    return runs
+
+
+def _run_once(
+    pipeline: Pipeline,
+    rows: dict[str, Any],
+    map_over: list[str],
+    output_name: Any,
+    engine: Any,
+    recorder: _Recorder,
 ) -> float:
-    """The sample's map (zip over its rows) with the pipeline's cache and callbacks plus
-    `recorder`; its wall time."""
     engine, plan, values = pipeline._map_call(rows, map_over, "zip", output_name, engine)
     options = pipeline._options()
-    callbacks = [*(options.get("callbacks") or ()), recorder]
+    cache, callbacks = options.get("cache"), [*(options.get("callbacks") or ()), recorder]
     started = time.perf_counter()
     with _row_batches(engine):
         if getattr(engine, "collect", True):
-            engine.map(plan, values, cache=options.get("cache"), callbacks=callbacks)
+            engine.map(plan, values, cache=cache, callbacks=callbacks)
         else:  # DaftEngine(collect=False) would only build a frame: its stream runs it
-            for _ in engine.iter_map(plan, values, cache=options.get("cache"), callbacks=callbacks):
+            for _ in engine.iter_map(plan, values, cache=cache, callbacks=callbacks):
                 pass
     return time.perf_counter() - started
+
+
+def _run_sizes(size: int, total: int, nodes: list[NodeSample]) -> list[int]:
+    """How many items each of the sample's maps runs: all at once when the sample is the
+    whole input (then it is the map itself, measured); else the first item alone, then
+    runs of at most the smallest max_concurrency (none waits for a slot)."""
+    if size >= total or size == 1:
+        return [size]
+    step = min([n.max_concurrency for n in nodes if n.max_concurrency] + [size - 1])
+    rest = size - 1
+    return [1, *([step] * (rest // step)), *([rest % step] if rest % step else [])]
 
 
 @contextmanager

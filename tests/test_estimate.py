@@ -34,7 +34,8 @@ from hypernodes_daft.estimate import (
     Concurrency,
     NodeSample,
     Sample,
-    _resampled,  # the bootstrap's shortcut, checked alone
+    _resampled,  # the bootstrap's shortcut and the sample's runs, checked alone
+    _run_sizes,
     describe,
     measure,
     project,
@@ -154,6 +155,24 @@ def test_the_samples_unexplained_time_is_a_fixed_cost_added_once():
     assert estimate.wall_seconds == pytest.approx(2000 * 0.1 / 100 + 0.25)
 
 
+def test_the_first_runs_extra_time_is_start_up_left_out_of_the_wall_time():
+    nodes = (timed("slow", 20, 0.1, is_async=True),)
+    runs = ((1, 0.5), (19, 0.15))  # modelled: 0.1 s each; 0.4 s and 0.05 s unexplained
+    estimate = project(Sample("p", 2000, 20, 0.65, nodes, ASYNC, runs))
+    assert estimate.fixed_seconds == pytest.approx(0.05)
+    assert estimate.startup_seconds == pytest.approx(0.35)
+    assert estimate.wall_seconds == pytest.approx(2.0 + 0.05)
+    assert "start-up:  0.35 s" in estimate.table()
+
+
+def test_the_sample_runs_first_one_item_then_no_more_than_any_nodes_limit():
+    free, limited = NodeSample("a"), NodeSample("b", max_concurrency=5)
+    assert _run_sizes(20, 2000, [free]) == [1, 19]
+    assert _run_sizes(20, 2000, [free, limited]) == [1, 5, 5, 5, 4]
+    assert _run_sizes(20, 20, [limited]) == [20]  # the whole input: the map itself
+    assert _run_sizes(1, 2000, [limited]) == [1]
+
+
 def test_the_range_comes_from_the_spread_and_is_reproducible():
     spread = NodeSample("ask", calls=20, seconds=tuple(0.05 + 0.01 * i for i in range(20)))
     first, again = project(sampled(spread), seed=7), project(sampled(spread), seed=7)
@@ -256,6 +275,21 @@ def test_cache_hits_in_the_sample_are_reported_not_counted_as_calls(engine):
     assert again.nodes["slow"].sample_cached == 20
     assert again.nodes["slow"].calls == 0 and again.nodes["slow"].cached == 100
     assert again.cost == 0
+
+
+def test_a_call_waiting_for_its_nodes_limit_is_not_timed_waiting():
+    @node(output_name="y", max_concurrency=1)
+    async def one_at_a_time(x: int) -> int:
+        await asyncio.sleep(0.02)
+        return x
+
+    sample = measure(
+        Pipeline(nodes=[one_at_a_time]), {"x": list(range(100))}, "x", sample=10,
+        engine=ENGINES["async"](),
+    )  # fmt: skip
+    assert [items for items, _ in sample.runs] == [1] * 10
+    # in one run of 10, the last call would wait 9 x 20 ms for its turn
+    assert max(sample.nodes[0].seconds) < 0.1  # generous: 20 ms each
 
 
 def test_the_seed_picks_the_same_random_items():
