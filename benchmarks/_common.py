@@ -109,7 +109,8 @@ def best_of(
 @dataclass(frozen=True)
 class Budget:
     """A limit on a row: `us_per_item_max`, `seconds_max`, `ratio_max` (time / baseline
-    time) or `speedup_min` (baseline time / time)."""
+    time), `speedup_min` (baseline time / time) or `within` (time / baseline time off 1
+    by at most the limit, either way: 0.25 for an estimate within 25% of a measurement)."""
 
     kind: str
     limit: float
@@ -121,6 +122,7 @@ class Budget:
             "seconds_max": f"<= {self.limit:g} s",
             "ratio_max": f"<= {self.limit:g}x {against}",
             "speedup_min": f">= {self.limit:g}x faster than {against}",
+            "within": f"within {self.limit:.0%} of {against}",
         }[self.kind]
 
     def met(self, row: Row) -> bool:
@@ -134,6 +136,8 @@ class Budget:
             return row.ratio <= self.limit
         if self.kind == "speedup_min":
             return 1 / row.ratio >= self.limit
+        if self.kind == "within":
+            return abs(row.ratio - 1) <= self.limit
         raise ValueError(f"unknown budget kind {self.kind!r}")
 
 

@@ -4,12 +4,15 @@ look after a result cache.
     hypernodes-daft run examples/text_pipeline.py:pipeline --input "data/*.parquet" --output out/
     hypernodes-daft run my.py:pipeline --input in/ --output out/ --map-over text --set lang=en
     hypernodes-daft inspect examples/text_pipeline.py:pipeline [--engine daft --input ...]
+    hypernodes-daft estimate my.py:pipeline --input in/ --sample 20 --seed 1   # calls, time, cost
     hypernodes-daft cache info .cache                  # entries, size, oldest and newest use
     hypernodes-daft cache prune s3://bucket/cache --older-than 7d [--max-size 10GiB]
     hypernodes-daft cache clear .cache
 
 `run` maps over the dataset's columns the pipeline reads (or those named by --map-over),
 writes the dataset's columns plus the pipeline's outputs as Parquet, and prints a summary.
+`estimate` takes `run`'s arguments (no --output), runs `--sample` random rows for real and
+prints the projection for the whole dataset (`Pipeline.estimate`).
 Errors are one line and a non-zero exit; `--debug` shows the traceback. With `--on-error
 collect` (or `skip`) a row whose node fails does not stop the run: it is written with its
 `_error` record and null outputs (with `skip`, left out of the output), one line counts the
@@ -55,15 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(args: argparse.Namespace) -> int:
     from .callbacks import MetricsCallback, ProgressCallback
     from .dataset import count_rows
-    from .io import read_parquet, write_parquet
+    from .io import write_parquet
 
     pipeline = load_pipeline(args.target)
-    bindings = parse_settings(args.set)
-    dataset = read_parquet(args.input)
-    inputs = {**dict(dataset), **bindings}
-    map_over = args.map_over or [c for c in dataset if c in pipeline.graph.root_args]
-    _check_columns(pipeline, dataset, map_over, bindings)
-    _check_column_types(pipeline, dataset, map_over)
+    dataset, inputs, map_over = mapped_dataset(pipeline, args)
     metrics = MetricsCallback()
     callbacks = [metrics] if args.no_progress else [ProgressCallback(file=sys.stderr), metrics]
     tolerant = {} if args.on_error == "raise" else {"on_error": args.on_error}
@@ -117,6 +115,39 @@ def _interrupted_without_output(args: argparse.Namespace, metrics: Any) -> None:
         "with --cache a re-run computes only the rest",
         file=sys.stderr,
     )
+
+
+def mapped_dataset(
+    pipeline: Any, args: argparse.Namespace
+) -> tuple[Any, dict[str, Any], list[str]]:
+    """`--input` read lazily, the map's inputs (its columns and the `--set` constants) and
+    the columns to map over (`--map-over`, else those the pipeline reads), checked."""
+    from .io import read_parquet
+
+    bindings = parse_settings(args.set)
+    dataset = read_parquet(args.input)
+    inputs = {**dict(dataset), **bindings}
+    map_over = args.map_over or [c for c in dataset if c in pipeline.graph.root_args]
+    _check_columns(pipeline, dataset, map_over, bindings)
+    _check_column_types(pipeline, dataset, map_over)
+    return dataset, inputs, map_over
+
+
+def estimate_command(args: argparse.Namespace) -> int:
+    """`run`'s map estimated from `--sample` random rows (run for real, and cached with
+    `--cache`): per node the calls, seconds per call and cost, and the wall time."""
+    pipeline = load_pipeline(args.target)
+    _, inputs, map_over = mapped_dataset(pipeline, args)
+    estimate = pipeline.estimate(
+        inputs,
+        map_over=map_over,
+        sample=args.sample,
+        engine=make_engine(args),
+        output_name=args.outputs or None,
+        seed=args.seed,
+    )
+    print(estimate.table())
+    return 0
 
 
 def _failures(files: list[str]) -> list[dict[str, Any]]:
@@ -369,23 +400,33 @@ def _one_line(error: Exception) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hypernodes-daft", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(required=True, metavar="{run,inspect,cache}")
+    commands = parser.add_subparsers(required=True, metavar="{run,inspect,estimate,cache}")
     run = commands.add_parser("run", help="map a pipeline over a Parquet dataset, write Parquet")
     run.set_defaults(command=run_command)
     run.add_argument("--output", required=True, help="directory for the Parquet output")
-    run.add_argument("--outputs", nargs="+", help="the outputs to compute (default: all)")
     inspect = commands.add_parser("inspect", help="print a pipeline's nodes, inputs and plan")
     inspect.set_defaults(command=inspect_command)
     inspect.add_argument("--graph", metavar="FILE.svg", help="draw the DAG to an SVG file")
-    for command in (run, inspect):
+    estimate = commands.add_parser(
+        "estimate", help="run a random sample of the rows; project calls, time and cost"
+    )
+    estimate.set_defaults(command=estimate_command)
+    estimate.add_argument("--sample", type=int, default=20, help="rows to run (default 20)")
+    estimate.add_argument("--seed", type=int, help="the sample's random seed (reproducible)")
+    for command in (run, inspect, estimate):
         command.add_argument("target", help="FILE.py:NAME, the Pipeline (or a function making one)")
-        command.add_argument("--input", required=command is run, help="Parquet file, dir or glob")
+        needed = command is not inspect  # run and estimate map over a dataset
+        command.add_argument("--input", required=needed, help="Parquet file, dir or glob")
+        if needed:
+            command.add_argument(
+                "--outputs", nargs="+", help="the outputs to compute (default: all)"
+            )
         command.add_argument("--map-over", nargs="+", help="columns to map over")
-        engine_help = "default: daft" if command is run else "daft: also print the Daft plan"
+        engine_help = "default: daft" if needed else "daft: also print the Daft plan"
         command.add_argument(
             "--engine",
             choices=["daft", "local"],
-            default="daft" if command is run else None,
+            default="daft" if needed else None,
             help=engine_help,
         )
         command.add_argument("--runner", choices=["native", "ray"], default="native")

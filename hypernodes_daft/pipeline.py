@@ -40,6 +40,7 @@ from .runtime.dispatch import callback_list
 
 if TYPE_CHECKING:  # the contract only: importing pipeline.py loads no engine
     from .engines.protocol import Engine
+    from .estimate import Estimate
 
 _PLAN_CACHE_SIZE = 64
 
@@ -212,6 +213,26 @@ class Pipeline:
         with cancellable(check_deadline(deadline, f"pipeline '{self.label}'")):
             results = await engine.amap(plan, values, **options)
         return self._map_results(results, call, output_name, on_error)
+
+    def estimate(
+        self,
+        inputs: Any = None,
+        map_over: str | list[str] | None = None,
+        map_mode: str = "zip",
+        sample: int = 20,
+        engine: Engine | None = None,
+        output_name: str | list[str] | None = None,
+        seed: int | None = None,
+    ) -> Estimate:
+        """How long a `map` with these arguments will take, how many calls it makes and what
+        they cost, from `sample` random items run for real (and cached). See `estimate.py`.
+
+            print(pipeline.estimate(inputs={"prompt": prompts}, map_over="prompt", seed=1))
+        """
+        from .estimate import measure, project
+
+        measured = measure(self, inputs, map_over, map_mode, sample, engine, output_name, seed)
+        return project(measured, seed=seed)
 
     def write_parquet(
         self,

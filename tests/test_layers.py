@@ -21,7 +21,7 @@ LAYERS = {
     "engines": ("engines",),
     "engines/local": ("engines.local",),
     "engines/daft": ("engines.daft",),
-    "surfaces": ("io", "cli", "visualize"),
+    "surfaces": ("io", "cli", "visualize", "estimate"),
     "vocabulary": (
         "exceptions",
         "results",
