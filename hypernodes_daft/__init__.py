@@ -21,6 +21,7 @@ from .callbacks import (
 from .dataset import Dataset
 from .dual_node import DualNode
 from .engines import HypernodesEngine, SeqEngine
+from .estimate import Estimate
 from .exceptions import (
     CycleError,
     DependencyError,
@@ -35,7 +36,8 @@ from .pipeline import Pipeline
 from .pipeline_node import PipelineNode
 from .plan import MapPlan, RunPlan
 from .resources import ResourceError
-from .results import ErrorRecord, MapResults
+from .results import Cancelled, ErrorRecord, MapResults
+from .runtime.cancel import DeadlineExceeded
 from .runtime.context import NodeContext, current_node
 from .runtime.limits import ClusterLimit
 from .runtime.resilience import CircuitBreaker, CircuitOpenError
@@ -76,7 +78,10 @@ __all__ = [
     "WorkerDiedError",
     "ResourceError",
     "ErrorRecord",
+    "Cancelled",
+    "DeadlineExceeded",
     "MapResults",
+    "Estimate",
     "DaftEngine",
     "Dataset",
     "read_parquet",

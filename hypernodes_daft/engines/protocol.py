@@ -32,6 +32,12 @@ class Engine(Protocol):
     `map` and `amap` return one output dict per item, in order (an engine may return a lazy
     frame instead when asked to, as `DaftEngine(collect=False)` does); the streams yield
     `(index, outputs)` per item as it is done.
+
+    A map runs inside `Pipeline`'s cancellation scope (runtime/cancel.py): the engine finds
+    the run's token with `cancel.current()` where the map is called. Once the token is
+    cancelled (Ctrl-C, SIGTERM, the map's `deadline`), the engine starts no new call, cancels
+    its async calls in flight, and returns what finished with each unfinished item as
+    `token.record(index)` under on_error "collect" (else raises `token.error()`).
     """
 
     reads_datasets: bool
