@@ -206,29 +206,31 @@ async def _all_at_once(
     """One task per item and no wrapper coroutine: the per-item cost of plain gather."""
     tasks = [asyncio.ensure_future(arun_item(item, index)) for index, item in enumerate(items)]
     try:
-        await _settled(tasks, token)
+        results = await _settled(tasks, token)
     except ExecutionError as error:
         failed = (i for i, t in enumerate(tasks) if t.done() and not t.cancelled())
         index = next(i for i in failed if tasks[i].exception() is error)
         raise error.located(index) from error.original
-    return [_result(task) for task in tasks]
+    return results if results is not None else [_result(task) for task in tasks]
 
 
-async def _settled(tasks: list[asyncio.Future[Any]], token: cancel.Cancel | None) -> None:
-    """Await `tasks`; the first failure is raised once the others are cancelled and over.
-    A cancelled run cancels them too, and returns (what finished is in their results)."""
+async def _settled(tasks: list[asyncio.Future[Any]], token: cancel.Cancel | None) -> Any:
+    """Await `tasks` and return their results; the first failure is raised once the others
+    are cancelled and over. A cancelled run cancels them too, and returns None (what
+    finished is in the tasks' results)."""
     stop = cancel.cancelling(token, tasks)
     try:
-        await asyncio.gather(*tasks)
+        return await asyncio.gather(*tasks)
     except (asyncio.CancelledError, cancel.RunCancelled):
         if token is None or not token.cancelled:
             raise
+        return None
     finally:
         stop()
-        cancel.cancel_tasks(tasks)
-        # their `finally` blocks run before the map returns (a sync call in a thread is
-        # not waited for beyond the grace period)
-        await asyncio.wait(tasks, timeout=cancel.GRACE)
+        running = [task for task in tasks if not task.done()]
+        if running:  # their `finally` blocks run before the map returns (a sync call in a
+            cancel.cancel_tasks(running)  # thread is not waited for beyond the grace)
+            await asyncio.wait(running, timeout=cancel.GRACE)
 
 
 def _result(task: asyncio.Future[Any]) -> Any:
