@@ -221,23 +221,11 @@ def compile_run(plan: RunPlan, services: Services = NO_SERVICES) -> RunItem:
 
 
 def map_items(
-    run_item: RunItem,
-    inputs: Values,
-    map_over: tuple[str, ...],
-    map_mode: str,
-    n_items: int = 0,
-    priority: Priority = None,
+    run_item: RunItem, inputs: Values, map_over: tuple[str, ...], map_mode: str, n_items: int = 0
 ) -> list[Values]:
-    """Run every item in order (by `priority` when given: item_order.py), the results in
-    item order; an error names the item it happened on."""
-    streamed = stream_items(run_item, inputs, map_over, map_mode, priority)
-    if priority is not None:
-        streamed = iter(sorted(streamed, key=_index))
-    return [outputs for _, outputs in streamed]
-
-
-def _index(entry: tuple[int, Values]) -> int:
-    return entry[0]
+    """Run every item in order; an error names the item it happened on (the map of a
+    nested pipeline: its items inherit the outer item's priority)."""
+    return [outputs for _, outputs in stream_items(run_item, inputs, map_over, map_mode)]
 
 
 def stream_items(
