@@ -59,6 +59,7 @@ from .callbacks.base import PipelineCallback
 from .callbacks.metrics import _markdown, _percentiles
 from .dataset import Column, materialize
 from .options import SharedLimit
+from .runtime.cancel import cancellable
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -662,7 +663,7 @@ def _run_once(
     options = pipeline._options()
     cache, callbacks = options.get("cache"), [*(options.get("callbacks") or ()), recorder]
     started = time.perf_counter()
-    with _row_batches(engine):
+    with cancellable(), _row_batches(engine):  # Ctrl-C stops the sample as it stops a map
         if getattr(engine, "collect", True):
             engine.map(plan, values, cache=cache, callbacks=callbacks)
         else:  # DaftEngine(collect=False) would only build a frame: its stream runs it
