@@ -65,6 +65,7 @@ def check_interrupted_run(
     finally ran, the cache holds exactly the finished calls, no worker process left;
     returns how many calls finished."""
     stopped = float(lines(log, "stopped")[0])
+    print(f"{engine}: stopped {stopped - sent:.2f} s after the signal")  # shown with -s
     assert stopped - sent <= bound, f"{engine}: took {stopped - sent:.2f} s to stop"
     starts = [float(line.split()[2]) for line in lines(log, "calls")]
     assert max(starts) <= sent + bound / 4, "a node call started after the signal"

@@ -30,8 +30,6 @@ def test_ctrl_c_on_ray_keeps_what_finished_and_leaves_nothing_running(ray_cluste
     time.sleep(2)
     assert (lines(log, "calls"), lines(log, "done")) == before
     finished = check_interrupted_run("ray", tmp_path, sent, log, bound=10.0)
-    took = float(lines(log, "stopped")[0]) - sent
-    print(f"on Ray: {finished} calls finished; stopped {took:.2f} s after the signal")
     rerun_computes_only_the_rest("ray", tmp_path, finished, env)
 
 
