@@ -133,7 +133,7 @@ class Pipeline:
         options = self._options(on_error) | self._priority(priority, values)
         with cancellable(check_deadline(deadline, f"pipeline '{self.label}'")):
             results = engine.map(plan, values, **options)
-        return self._map_results(results, call, output_name, on_error)
+        return self._map_results(results, call, output_name, on_error, priority)
 
     def iter_map(
         self,
@@ -212,7 +212,7 @@ class Pipeline:
         options = self._options(on_error) | self._priority(priority, values)
         with cancellable(check_deadline(deadline, f"pipeline '{self.label}'")):
             results = await engine.amap(plan, values, **options)
-        return self._map_results(results, call, output_name, on_error)
+        return self._map_results(results, call, output_name, on_error, priority)
 
     def estimate(
         self,
@@ -378,12 +378,13 @@ class Pipeline:
         call: tuple[Engine, MapPlan, dict[str, Any]],
         output_name: Any,
         on_error: str,
+        priority: Any = None,
     ) -> Any:
         """An engine's map results as MapResults, which can re-run their failed items
         (a lazy frame, from DaftEngine(collect=False), as it is)."""
         if not isinstance(results, list):
             return results
-        return MapResults(results, _MapSource(self, call, output_name, on_error))
+        return MapResults(results, _MapSource(self, call, output_name, on_error, priority))
 
     def _merged(self, inputs: Any) -> dict[str, Any]:
         if inputs is not None and not isinstance(inputs, dict):
@@ -486,7 +487,8 @@ class Pipeline:
 
 
 class _MapSource:
-    """A map call, kept by its results so their failed items can be re-run."""
+    """A map call, kept by its results so their failed items can be re-run (with the
+    same options: the priority too)."""
 
     def __init__(
         self,
@@ -494,11 +496,13 @@ class _MapSource:
         call: tuple[Engine, MapPlan, dict[str, Any]],
         output_name: Any,
         on_error: str,
+        priority: Any = None,
     ):
         self.pipeline = pipeline
         self.engine, self.plan, self.values = call
         self.output_name = output_name
         self.on_error = on_error
+        self.priority = priority
 
     def inputs_of(self, indices: list[int]) -> dict[str, Any]:
         names = self.plan.map_over
@@ -515,6 +519,7 @@ class _MapSource:
             output_name=self.output_name,
             engine=self.engine,
             on_error=self.on_error,
+            priority=self.priority,
         )
 
 

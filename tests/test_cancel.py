@@ -325,3 +325,31 @@ def test_a_cancelled_nested_map_cancels_its_outer_item_not_a_partial_result():
     assert results.cancelled
     for outputs in results:
         assert "_error" in outputs or outputs == {"ys": list(range(50)), "total": 1225}
+
+
+def test_a_deadline_cancels_the_least_urgent_items_and_retry_keeps_the_priority():
+    started: list[int] = []
+
+    @node(output_name="y")
+    async def urgent_first(x: int) -> int:
+        started.append(x)
+        await asyncio.sleep(0.05)
+        return x
+
+    engine = HypernodesEngine(map_executor="async", max_concurrency=10)
+    pipeline = Pipeline(nodes=[urgent_first], engine=engine)
+    results = pipeline.map(
+        inputs={"x": list(range(200))},
+        map_over="x",
+        on_error="collect",
+        priority=lambda item: item["x"],  # the highest x first
+        deadline=0.4,
+    )
+    finished = sorted(outputs["y"] for outputs in results.ok)
+    cancelled = sorted(record.index for record in results.cancelled)
+    assert finished and cancelled
+    assert max(cancelled) < min(finished)  # what the deadline cut off: the least urgent
+    started.clear()
+    again = results.retry()
+    assert again == [{"y": x} for x in range(200)]
+    assert started == sorted(started, reverse=True)  # the retry starts them by priority too
