@@ -511,6 +511,34 @@ def job_native(engine: DaftEngine, _: str) -> dict:
     }
 
 
+def job_estimate(engine: DaftEngine, _: str) -> dict:
+    """A 20-item estimate of the issue's map (a 10 ms and a 100 ms async node, 2,000
+    items) on Ray, then the map: the calls projected, the estimate and the wall time."""
+
+    @node(output_name="a")
+    async def wait_10ms(x: int) -> int:
+        await asyncio.sleep(0.01)
+        return x
+
+    @node(output_name="b")
+    async def wait_100ms(a: int) -> int:
+        await asyncio.sleep(0.1)
+        return a
+
+    pipeline = Pipeline(nodes=[wait_10ms, wait_100ms], engine=engine)
+    inputs = {"x": list(range(2000))}
+    estimate = pipeline.estimate(inputs=inputs, map_over="x", sample=20, seed=1)
+    started = time.perf_counter()
+    results = pipeline.map(inputs=inputs, map_over="x")
+    return {
+        "calls": [round(estimate.nodes[n].calls) for n in ("wait_10ms", "wait_100ms")],
+        "same": results == [{"a": x, "b": x} for x in range(2000)],
+        "estimate": estimate.wall_seconds,
+        "range": estimate.wall_range,
+        "measured": time.perf_counter() - started,
+    }
+
+
 JOBS = {name[4:]: job for name, job in globals().items() if name.startswith("job_")}
 
 if __name__ == "__main__":

@@ -179,3 +179,10 @@ def _free_port() -> int:
 
 def test_traced_node_bodies_run_as_expressions_on_ray(run_job):
     assert run_job("native") == {"udfs": 0, "same": True}
+
+
+def test_an_estimate_runs_its_sample_on_ray_and_projects_the_calls(run_job):
+    report = run_job("estimate")
+    assert report["calls"] == [2000, 2000] and report["same"]
+    print(f"on Ray: estimate {report['estimate']:.2f} s, measured {report['measured']:.2f} s")
+    assert report["estimate"] > 0
