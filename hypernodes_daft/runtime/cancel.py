@@ -18,8 +18,9 @@ cancelled token stops the run cooperatively, the same way on every engine:
   in their threads, their results cached as they return);
 - what finished is kept: in the cache, call by call, and under on_error "collect" in the
   results, where each unfinished item is a `Cancelled` record (`unfinished`). Otherwise the
-  interrupt is raised again (`token.error()`): KeyboardInterrupt, CancelledError or
-  `DeadlineExceeded`.
+  interrupt is raised again (`token.error()`): KeyboardInterrupt or `DeadlineExceeded`. (A
+  cancelled task is asyncio's own cancellation: its CancelledError goes on, after the
+  same cleanup.)
 """
 
 from __future__ import annotations
@@ -122,9 +123,18 @@ class Cancel:
             return f"the deadline of {self.deadline:g} s passed"
         return REASONS.get(self.reason or "", self.reason or "")
 
-    def record(self, index: int | None, node: str = "") -> dict[str, Any]:
+    def record(self, index: int | None) -> dict[str, Any]:
         """The result of an item that did not finish."""
-        return {ERROR_FIELD: Cancelled.of(index, self.message(), node)}
+        return {ERROR_FIELD: Cancelled.of(index, self.message())}
+
+    def stopped(self) -> RunCancelled:
+        """What a call that must not start (or was cancelled in flight) raises."""
+        return RunCancelled(self.message())
+
+    def check(self) -> None:
+        """Raise `stopped()` once the run is cancelled."""
+        if self.cancelled:
+            raise self.stopped()
 
     def error(self) -> BaseException:
         """What a run that keeps no records raises once it stopped."""
@@ -287,13 +297,13 @@ def token_for(token_id: str | None) -> Cancel | None:
     return _remote.setdefault(token_id, ClusterCancel(token_id))
 
 
-def raise_if_cancelled(token: Cancel | None = None) -> None:
-    """Before a node call: raise `RunCancelled` if its run was cancelled."""
+def raise_if_cancelled() -> None:
+    """Before a node call: raise `RunCancelled` if the run it works for was cancelled."""
     if not _any_cancelled:
         return
-    token = token or _CURRENT.get()
-    if token is not None and token.cancelled:
-        raise RunCancelled(token.message())
+    token = _CURRENT.get()
+    if token is not None:
+        token.check()
 
 
 @contextmanager
@@ -320,8 +330,9 @@ def cancellable(deadline: float | None = None) -> Iterator[Cancel]:
         yield outer
         return
     token = Cancel(deadline)
-    if outer is not None:  # a map with its own deadline inside a run: both stop it
-        outer.on_cancel(lambda: token.cancel(outer.reason or "interrupt"))
+    follow = (lambda: None) if outer is None else outer.on_cancel(  # a map with its own
+        lambda: token.cancel(outer.reason or "interrupt")  # deadline in a run: both stop it
+    )
     reset = _CURRENT.set(token)
     _active[token.id] = token
     timer = _deadline_timer(token, deadline)
@@ -330,6 +341,7 @@ def cancellable(deadline: float | None = None) -> Iterator[Cancel]:
         yield token
     finally:
         restore()
+        follow()
         if timer is not None:
             timer.cancel()
         _active.pop(token.id, None)
@@ -363,20 +375,26 @@ async def asettled_stream(
     stream: AsyncIterator[tuple[int, Any]], n_items: int, token: Cancel | None, on_error: str
 ) -> AsyncIterator[tuple[int, Any]]:
     """`settled_stream` for async streams."""
+    if token is None:
+        async for entry in stream:
+            yield entry
+        return
     done = bytearray(n_items)
     try:
         async for index, outputs in stream:
             done[index] = 1
             yield index, outputs
     except _STOPS:
-        if token is None or not token.cancelled or token.forced:
+        if not token.cancelled or token.forced:
             raise
     for entry in _rest(done, token, on_error):
         yield entry
 
 
-def _rest(done: bytearray, token: Cancel | None, on_error: str) -> Iterator[tuple[int, Any]]:
-    if token is None or not token.cancelled:
+def _rest(done: bytearray, token: Cancel, on_error: str) -> Iterator[tuple[int, Any]]:
+    """Once the run is cancelled: each item not `done`, as a record (on_error "collect"),
+    or the run's interrupt raised."""
+    if not token.cancelled:
         return
     if on_error != "collect":
         raise token.error()
@@ -385,22 +403,14 @@ def _rest(done: bytearray, token: Cancel | None, on_error: str) -> Iterator[tupl
             yield index, token.record(index)
 
 
-def collected(stream: Iterator[tuple[int, Any]], n_items: int) -> list[Any]:
-    """A map's results in item order from its `(index, outputs)` stream."""
-    results: list[Any] = [None] * n_items
-    for index, outputs in stream:
-        results[index] = outputs
-    return results
-
-
 def unfinished(results: list[Any], token: Cancel | None, on_error: str) -> list[Any]:
     """A map's results where the items not run are None: under "collect" each becomes a
     `Cancelled` record; otherwise the run's interrupt is raised."""
-    if token is None or not token.cancelled:
-        return results
-    if on_error != "collect":
-        raise token.error()
-    return [token.record(i) if r is None else r for i, r in enumerate(results)]
+    if token is not None:
+        done = bytearray(result is not None for result in results)
+        for index, record in _rest(done, token, on_error):
+            results[index] = record
+    return results
 
 
 def check_deadline(deadline: Any, owner: str) -> float | None:

@@ -228,6 +228,14 @@ def map_items(
     return [outputs for _, outputs in stream_items(run_item, inputs, map_over, map_mode)]
 
 
+def collected(stream: Iterator[tuple[int, Values]], n_items: int) -> list[Values]:
+    """A map's results in item order from its `(index, outputs)` stream."""
+    results: list[Any] = [None] * n_items
+    for index, outputs in stream:
+        results[index] = outputs
+    return results
+
+
 def stream_items(
     run_item: RunItem,
     inputs: Values,

@@ -172,20 +172,18 @@ class ColumnCall:
         if self.node.is_async:
 
             async def aguarded(*row: Any) -> Any:
-                if token.cancelled:
-                    raise cancel.RunCancelled(token.message())
+                token.check()
                 try:
                     return await func(*row)
                 except asyncio.CancelledError:
                     if token.cancelled:
-                        raise cancel.RunCancelled(token.message()) from None
+                        raise token.stopped() from None
                     raise
 
             return aguarded
 
         def guarded(*row: Any) -> Any:
-            if token.cancelled:
-                raise cancel.RunCancelled(token.message())
+            token.check()
             return func(*row)
 
         return guarded

@@ -30,7 +30,7 @@ from ...runtime import cancel
 from ...runtime.dispatch import callback_list
 from ...runtime.events import Events, observed_map
 from ...runtime.item_order import Priority, inputs_in_start_order
-from ...runtime.items import may_settle
+from ...runtime.items import collected, may_settle
 from ...runtime.loop import pumped, stream_in_thread
 from ...runtime.node_call import Services, check_cache
 from .column_call import ERROR, Setup
@@ -154,10 +154,7 @@ class DaftEngine:
         streamed = self.iter_map(plan, inputs, cache, callbacks, on_error, priority)
         if priority is None:
             return [outputs for _, outputs in streamed]
-        results: list[Any] = [None] * (plan.n_items or 0)
-        for index, outputs in streamed:
-            results[index] = outputs
-        return results
+        return collected(streamed, plan.n_items or 0)
 
     def iter_map(
         self,

@@ -129,7 +129,7 @@ class AsyncNode:
         token = self.call.token()
         for row, result in enumerate(results):
             if isinstance(result, asyncio.CancelledError) and token and token.cancelled:
-                result = cancel.RunCancelled(token.message())  # cancelled before it started
+                result = token.stopped()  # cancelled before it started
             if isinstance(result, Exception):
                 self.call.fail(result, columns, row, errors, todo.rows[row])
                 results[row] = None

@@ -24,7 +24,7 @@ import loky
 from ...plan import MapPlan, RunPlan
 from ...runtime import cancel
 from ...runtime.events import aobserved_stream, observed_map, observed_stream
-from ...runtime.items import RunItem, compile_run, stream_items
+from ...runtime.items import RunItem, collected, compile_run, stream_items
 from ...runtime.loop import run_coroutine, stream_in_thread
 from ...runtime.node_call import Services, Values
 from ...stateful import request_of
@@ -133,7 +133,7 @@ class SequentialMap:
 
     def map(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
         with observed_map(services.events, plan.n_items):
-            return cancel.collected(self._settled(plan, inputs, services), plan.n_items)
+            return collected(self._settled(plan, inputs, services), plan.n_items)
 
     def iter_map(self, plan: MapPlan, inputs: Values, services: Services) -> Iterator[Streamed]:
         stream = self._settled(plan, inputs, services)
