@@ -184,10 +184,15 @@ def test_a_deadline_returns_on_time_with_cancelled_records_for_the_rest(name):
     assert all("deadline of 1 s" in c.message for c in results.cancelled)
 
 
-def test_a_deadline_without_collect_raises_deadline_exceeded():
-    pipeline = Pipeline(nodes=[wait_50ms], engine=HypernodesEngine(map_executor="async"))
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+@pytest.mark.parametrize("name", ["async", "daft"])
+def test_a_deadline_without_collect_raises_deadline_exceeded(name, on_error):
+    engine, slow = DEADLINE_ENGINES[name]()
+    pipeline = Pipeline(nodes=[slow], engine=engine)
     with pytest.raises(DeadlineExceeded, match="deadline of 0.3 s"):
-        pipeline.map(inputs={"x": list(range(1000))}, map_over="x", deadline=0.3)
+        pipeline.map(
+            inputs={"x": list(range(1000))}, map_over="x", on_error=on_error, deadline=0.3
+        )
 
 
 def test_retry_runs_the_cancelled_items_and_the_cache_spares_the_finished(tmp_path):

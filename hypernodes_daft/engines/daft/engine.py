@@ -375,23 +375,30 @@ class _Execution:
     @contextmanager
     def reporting(self) -> Iterator[None]:
         """Around collecting: the batches still on their way are fired when it ends, then
-        an error fires on_error (0.4: for the failing node). A query that failed because
-        its run was cancelled raises the run's interrupt instead. On Ray, cancelling the
-        run tells the workers (`raise_cluster_flag`)."""
+        an error fires on_error (0.4: for the failing node). A cancelled run raises its
+        interrupt, as the local engines do, unless its rows are kept as records (on_error
+        "collect"): instead of the query's failure, or once its rows are all out. On Ray,
+        cancelling the run tells the workers (`raise_cluster_flag`)."""
         token = self.token
         lower = cancel.raise_cluster_flag(token) if token and self.on_ray else (lambda: None)
         try:
             yield
         except BaseException as error:
             self._close_report()
-            if token is not None and token.cancelled and not token.forced:
-                raise token.error() from error
+            if self._interrupted() and not isinstance(error, GeneratorExit):
+                raise token.error() from error  # type: ignore[union-attr]
             if isinstance(error, ExecutionError) and self.events is not None:
                 self.events.node_error(error.node_name, error.original)
             raise
         finally:
             lower()
         self._close_report()
+        if self._interrupted() and self.setup.services.on_error != "collect":
+            raise token.error()  # type: ignore[union-attr]
+
+    def _interrupted(self) -> bool:
+        """Whether the run was cancelled (and not forced to stop by a second Ctrl-C)."""
+        return self.token is not None and self.token.cancelled and not self.token.forced
 
     def with_errors(self, frame: daft.DataFrame) -> daft.DataFrame:
         """`frame` with an empty ERROR column, when failures are kept per row."""
