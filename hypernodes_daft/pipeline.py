@@ -130,8 +130,8 @@ class Pipeline:
         """
         call = self._map_call(inputs, map_over, map_mode, output_name, engine)
         engine, plan, values = call
-        options = self._options(on_error) | self._priority(priority, values)
-        with cancellable(check_deadline(deadline, f"pipeline '{self.label}'")):
+        options = self._map_options(on_error, priority, values)
+        with cancellable(self._deadline(deadline)):
             results = engine.map(plan, values, **options)
         return self._map_results(results, call, output_name, on_error, priority)
 
@@ -159,8 +159,8 @@ class Pipeline:
                 save(index, outputs)
         """
         engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        options = self._options(on_error) | self._priority(priority, values)
-        limit = check_deadline(deadline, f"pipeline '{self.label}'")
+        options = self._map_options(on_error, priority, values)
+        limit = self._deadline(deadline)
         return _without_skipped(_scoped(lambda: engine.iter_map(plan, values, **options), limit))
 
     def aiter_map(
@@ -176,8 +176,8 @@ class Pipeline:
     ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
         """`iter_map` for async code: `async for index, outputs in pipeline.aiter_map(...)`."""
         engine, plan, values = self._map_call(inputs, map_over, map_mode, output_name, engine)
-        options = self._options(on_error) | self._priority(priority, values)
-        limit = check_deadline(deadline, f"pipeline '{self.label}'")
+        options = self._map_options(on_error, priority, values)
+        limit = self._deadline(deadline)
         stream = _ascoped(lambda: engine.aiter_map(plan, values, **options), limit)
         return _awithout_skipped(stream)
 
@@ -209,8 +209,8 @@ class Pipeline:
         blocks run) and CancelledError goes on: what finished is in the cache."""
         call = self._map_call(inputs, map_over, map_mode, output_name, engine)
         engine, plan, values = call
-        options = self._options(on_error) | self._priority(priority, values)
-        with cancellable(check_deadline(deadline, f"pipeline '{self.label}'")):
+        options = self._map_options(on_error, priority, values)
+        with cancellable(self._deadline(deadline)):
             results = await engine.amap(plan, values, **options)
         return self._map_results(results, call, output_name, on_error, priority)
 
@@ -254,7 +254,7 @@ class Pipeline:
             files = pipeline.write_parquet(read_parquet("in/*.parquet"), "out/", map_over="text")
         """
         engine, plan, values = self._map_call(inputs, map_over, "zip", output_name, engine)
-        given = self._options(on_error) | self._priority(priority, values)
+        given = self._map_options(on_error, priority, values)
         with cancellable():
             return engine.write_parquet(plan, values, path, **given, **options)
 
@@ -352,11 +352,12 @@ class Pipeline:
             options.update(cache=self.cache, callbacks=self.callbacks)
         return options
 
-    def _priority(self, priority: Any, values: dict[str, Any]) -> dict[str, Any]:
-        """The map's `priority` for the engine (given only when set), checked: an input of
+    def _map_options(self, on_error: str, priority: Any, values: dict[str, Any]) -> dict[str, Any]:
+        """`_options`, and the map's `priority` (given only when set), checked: an input of
         the map's items, or a function of their inputs."""
+        options = self._options(on_error)
         if priority is None:
-            return {}
+            return options
         owner = f"pipeline '{self.label}'"
         if isinstance(priority, str):
             if priority not in values:
@@ -370,7 +371,11 @@ class Pipeline:
                 f"{owner}: priority must be an input name or a function of an item's inputs "
                 f"returning a number, got {priority!r}"
             )
-        return {"priority": priority}
+        return {**options, "priority": priority}
+
+    def _deadline(self, deadline: Any) -> float | None:
+        """A map's `deadline`, checked (seconds > 0, or None)."""
+        return check_deadline(deadline, f"pipeline '{self.label}'")
 
     def _map_results(
         self,

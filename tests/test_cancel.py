@@ -190,9 +190,7 @@ def test_a_deadline_without_collect_raises_deadline_exceeded(name, on_error):
     engine, slow = DEADLINE_ENGINES[name]()
     pipeline = Pipeline(nodes=[slow], engine=engine)
     with pytest.raises(DeadlineExceeded, match="deadline of 0.3 s"):
-        pipeline.map(
-            inputs={"x": list(range(1000))}, map_over="x", on_error=on_error, deadline=0.3
-        )
+        pipeline.map(inputs={"x": list(range(1000))}, map_over="x", on_error=on_error, deadline=0.3)
 
 
 def test_retry_runs_the_cancelled_items_and_the_cache_spares_the_finished(tmp_path):

@@ -330,8 +330,12 @@ def cancellable(deadline: float | None = None) -> Iterator[Cancel]:
         yield outer
         return
     token = Cancel(deadline)
-    follow = (lambda: None) if outer is None else outer.on_cancel(  # a map with its own
-        lambda: token.cancel(outer.reason or "interrupt")  # deadline in a run: both stop it
+    follow = (
+        (lambda: None)
+        if outer is None
+        else outer.on_cancel(  # a map with its own
+            lambda: token.cancel(outer.reason or "interrupt")  # deadline in a run: both stop it
+        )
     )
     reset = _CURRENT.set(token)
     _active[token.id] = token
