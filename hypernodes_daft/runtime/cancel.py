@@ -330,13 +330,9 @@ def cancellable(deadline: float | None = None) -> Iterator[Cancel]:
         yield outer
         return
     token = Cancel(deadline)
-    follow = (
-        (lambda: None)
-        if outer is None
-        else outer.on_cancel(  # a map with its own
-            lambda: token.cancel(outer.reason or "interrupt")  # deadline in a run: both stop it
-        )
-    )
+    follow: Callable[[], None] = lambda: None  # noqa: E731
+    if outer is not None:  # a map with its own deadline inside a run: both stop it
+        follow = outer.on_cancel(lambda: token.cancel(outer.reason or "interrupt"))
     reset = _CURRENT.set(token)
     _active[token.id] = token
     timer = _deadline_timer(token, deadline)
