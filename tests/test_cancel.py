@@ -356,3 +356,61 @@ def test_a_deadline_cancels_the_least_urgent_items_and_retry_keeps_the_priority(
     again = results.retry()
     assert again == [{"y": x} for x in range(200)]
     assert started == sorted(started, reverse=True)  # the retry starts them by priority too
+
+
+RUN_ONE_ITEM = """
+import asyncio, sys, time
+from hypernodes_daft import DaftEngine, HypernodesEngine, Pipeline, node
+
+@node(output_name="y")
+async def slow(x: int) -> int:
+    try:
+        print("started", flush=True)
+        await asyncio.sleep(30)
+        return x
+    finally:
+        print("finally ran", flush=True)
+
+engine = DaftEngine() if sys.argv[1] == "daft" else HypernodesEngine()
+Pipeline(nodes=[slow], engine=engine).run(inputs={"x": 1})
+"""
+
+
+@pytest.mark.parametrize("engine", ["sequential", "daft"])
+def test_ctrl_c_during_run_cancels_its_async_call_and_raises(engine, tmp_path):
+    script = tmp_path / "run_one.py"
+    script.write_text(RUN_ONE_ITEM)
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    process = subprocess.Popen([sys.executable, str(script), engine], text=True, **pipes)
+    assert process.stdout.readline() == "started\n"
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert time.monotonic() - sent < 10  # not the call's 30 s
+    assert out == "finally ran\n"
+    assert process.returncode == -signal.SIGINT and "KeyboardInterrupt" in err
+    assert "FATAL" not in err
+
+
+def test_cancelling_the_task_awaiting_arun_runs_the_finally_block():
+    ended: list[int] = []
+
+    @node(output_name="y")
+    async def tidy(x: int) -> int:
+        try:
+            await asyncio.sleep(30)
+            return x
+        finally:
+            ended.append(x)
+
+    pipeline = Pipeline(nodes=[tidy], engine=HypernodesEngine(node_executor="async"))
+
+    async def main() -> None:
+        task = asyncio.ensure_future(pipeline.arun(inputs={"x": 7}))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ended == [7]
+
+    asyncio.run(main())

@@ -12,7 +12,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from .cancel import GRACE
+from . import cancel
 
 T = TypeVar("T")
 
@@ -36,12 +36,16 @@ def background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+def run_coroutine(coro: Coroutine[Any, Any, T], with_run: bool = True) -> T:
     """Run `coro` to completion on the background loop and return its result.
 
     Works where an event loop is already running in this thread (a Jupyter cell). Called
     from the background loop's own thread (an async node running a pipeline synchronously),
     it runs `coro` on a fresh loop in a helper thread instead of deadlocking.
+
+    If the caller is interrupted while waiting, or (`with_run`) the run this call works
+    for is cancelled (runtime/cancel.py), `coro` is cancelled and its `finally` blocks run
+    before this raises (the interrupt, or `RunCancelled`).
     """
     loop = background_loop()
     if threading.current_thread() is _thread:
@@ -49,12 +53,18 @@ def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
             return pool.submit(asyncio.run, coro).result()
     ended = threading.Event()
     future = asyncio.run_coroutine_threadsafe(_signalling(coro, ended), loop)
+    token = cancel.current() if with_run else None  # its cancellation cancels `coro`
+    unhook = (lambda: None) if token is None else token.on_cancel(future.cancel)
     try:
         return future.result()
-    except BaseException:  # KeyboardInterrupt while waiting: stop the coroutine too
+    except BaseException as error:  # cancelled, or KeyboardInterrupt while waiting
         future.cancel()
-        ended.wait(GRACE)  # its `finally` blocks run before the caller goes on
+        ended.wait(cancel.GRACE)  # its `finally` blocks run before the caller goes on
+        if isinstance(error, concurrent.futures.CancelledError) and token and token.cancelled:
+            raise token.stopped() from None
         raise
+    finally:
+        unhook()
 
 
 async def _signalling(coro: Coroutine[Any, Any, T], ended: threading.Event) -> T:

@@ -227,7 +227,8 @@ class AsyncMap(SequentialMap):
 
     def map(self, plan: MapPlan, inputs: Values, services: Services) -> list[Values]:
         token = cancel.current()
-        results = run_coroutine(self._amap(plan, inputs, services, token))
+        # the map's coroutine stops its items itself and returns what finished
+        results = run_coroutine(self._amap(plan, inputs, services, token), with_run=False)
         return cancel.unfinished(results, token, services.on_error)
 
     def iter_map(self, plan: MapPlan, inputs: Values, services: Services) -> Iterator[Streamed]:
