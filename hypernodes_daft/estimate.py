@@ -59,6 +59,7 @@ from .callbacks.base import PipelineCallback
 from .callbacks.metrics import _markdown, _percentiles
 from .dataset import Column, materialize
 from .options import SharedLimit
+from .plan import check_map_inputs
 from .runtime.cancel import cancellable
 
 if TYPE_CHECKING:
@@ -625,8 +626,8 @@ def _given(pipeline: Pipeline, inputs: Any) -> list[Any]:
 
 
 def _count_items(values: dict[str, Any], names: tuple[str, ...], mode: str, owner: str) -> int:
-    lengths = [len(values[n]) for n in names]
-    total = min(lengths) if mode == "zip" else math.prod(lengths)
+    """The map's items, counted as `map` counts them (dataset columns read into lists)."""
+    total = check_map_inputs(owner, values, names, mode) or 0
     if total == 0:
         raise ValueError(f"{owner}: estimate() over an empty input: there is nothing to map")
     return total
